@@ -1,0 +1,142 @@
+package mtasts
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"time"
+)
+
+// Cache is a durable or shared store under a Resolver's in-memory cache. The
+// Resolver writes every newly fetched policy through to it, and reads it once
+// for a domain it has nothing in memory for, so that a restarted process keeps
+// enforcing what it learned before, even while DNS or HTTPS is down.
+//
+// Keys are policy domains in lower-case A-labels. Implementations must be safe
+// for concurrent use.
+type Cache interface {
+	// Get returns the data stored under key, or an error wrapping ErrCacheMiss
+	// if there is none. Any other error is reported and treated as a miss.
+	Get(ctx context.Context, key string) ([]byte, error)
+	// Put stores data under key, replacing what was there. A failure is
+	// reported; the in-memory cache still holds the policy.
+	Put(ctx context.Context, key string, data []byte) error
+	// Delete removes key. Removing a key that is absent is not an error.
+	Delete(ctx context.Context, key string) error
+}
+
+// DirCache is a Cache that keeps one file per domain in a directory, created
+// with mode 0700 when first written to. Writes are atomic: a reader sees the
+// old file or the new one, never a mix, even if the process dies mid-write.
+type DirCache string
+
+// Get reads the file for key.
+func (d DirCache) Get(ctx context.Context, key string) ([]byte, error) {
+	name, err := d.path(key)
+	if err != nil {
+		return nil, err
+	}
+	data, err := os.ReadFile(name)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, fmt.Errorf("%w: %s", ErrCacheMiss, key)
+	}
+	return data, err
+}
+
+// Put writes data to a temporary file in the directory, syncs it and renames
+// it over the file for key.
+func (d DirCache) Put(ctx context.Context, key string, data []byte) error {
+	name, err := d.path(key)
+	if err != nil {
+		return err
+	}
+	if err := os.MkdirAll(string(d), 0o700); err != nil {
+		return err
+	}
+	f, err := os.CreateTemp(string(d), ".tmp-*")
+	if err != nil {
+		return err
+	}
+	_, werr := f.Write(data)
+	if werr == nil {
+		werr = f.Sync()
+	}
+	if cerr := f.Close(); werr == nil {
+		werr = cerr
+	}
+	if werr == nil {
+		werr = os.Rename(f.Name(), name)
+	}
+	if werr != nil {
+		os.Remove(f.Name())
+	}
+	return werr
+}
+
+// Delete removes the file for key.
+func (d DirCache) Delete(ctx context.Context, key string) error {
+	name, err := d.path(key)
+	if err != nil {
+		return err
+	}
+	if err := os.Remove(name); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return err
+	}
+	return nil
+}
+
+// path maps a key to its file. Keys are host names; anything else (a path
+// separator, "..", a leading dot) is refused rather than escaped, so a key can
+// never name a file outside the directory or a temporary file.
+func (d DirCache) path(key string) (string, error) {
+	if d == "" {
+		return "", errors.New("mtasts: DirCache has no directory")
+	}
+	if key == "" || key[0] == '.' || len(key) > 253 {
+		return "", fmt.Errorf("mtasts: DirCache: invalid key %q", key)
+	}
+	for i := 0; i < len(key); i++ {
+		if c := key[i]; !isAlnum(c) && c != '.' && c != '-' && c != '_' {
+			return "", fmt.Errorf("mtasts: DirCache: invalid key %q", key)
+		}
+	}
+	return filepath.Join(string(d), key), nil
+}
+
+// cacheEntry is what a Resolver stores in a Cache: the policy text, so that it
+// is parsed by the same grammar on the way back, and what it was fetched under.
+type cacheEntry struct {
+	Version int       `json:"v"`
+	Domain  string    `json:"domain"`
+	ID      string    `json:"id"`
+	Fetched time.Time `json:"fetched"`
+	Policy  string    `json:"policy"`
+}
+
+const cacheVersion = 1
+
+func encodePolicy(p *Policy) ([]byte, error) {
+	return json.Marshal(cacheEntry{cacheVersion, p.Domain, p.ID, p.Fetched, p.String()})
+}
+
+// decodePolicy decodes what encodePolicy wrote for domain. Errors wrap
+// ErrCacheCorrupt.
+func decodePolicy(domain string, data []byte) (*Policy, error) {
+	var e cacheEntry
+	if err := json.Unmarshal(data, &e); err != nil {
+		return nil, fmt.Errorf("%w: %s: %w", ErrCacheCorrupt, domain, err)
+	}
+	if e.Version != cacheVersion || e.Domain != domain || !validID(e.ID) || e.Fetched.IsZero() {
+		return nil, fmt.Errorf("%w: %s: bad version, domain, id or time", ErrCacheCorrupt, domain)
+	}
+	p, err := ParsePolicy([]byte(e.Policy))
+	if err != nil {
+		return nil, fmt.Errorf("%w: %s: %w", ErrCacheCorrupt, domain, err)
+	}
+	p.Domain, p.ID, p.Fetched = e.Domain, e.ID, e.Fetched
+	return p, nil
+}

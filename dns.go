@@ -1,0 +1,195 @@
+package mtasts
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"strings"
+	"time"
+
+	"github.com/miekg/dns"
+)
+
+const (
+	// ednsSize is the UDP payload size advertised with EDNS0: the size the DNS
+	// flag day 2020 recommends, small enough to avoid IP fragmentation.
+	ednsSize = 1232
+	// maxCNAMEs bounds the CNAME chain followed, across queries.
+	maxCNAMEs = 8
+)
+
+// discover finds the domain's one STS record (RFC 8461 §3.1) and how long the
+// answer may be kept. Its errors wrap ErrNoRecord, ErrMultipleRecords,
+// ErrInvalidRecord or ErrDNSTemporary; the TTL is meaningful with the first
+// three too, as the time to keep that negative answer.
+func (r *Resolver) discover(ctx context.Context, domain string) (*Record, time.Duration, error) {
+	name := "_mta-sts." + domain
+	txts, ttl, err := r.lookupTXT(ctx, name)
+	if err != nil {
+		return nil, ttl, err
+	}
+	var sts []string
+	for _, t := range txts {
+		if isSTSRecord(t) {
+			sts = append(sts, t)
+		}
+	}
+	switch len(sts) {
+	case 0:
+		return nil, ttl, fmt.Errorf("%w at %s", ErrNoRecord, name)
+	case 1:
+		rec, err := ParseRecord(sts[0])
+		if err != nil {
+			return nil, ttl, fmt.Errorf("%s: %w", name, err)
+		}
+		return rec, ttl, nil
+	default:
+		return nil, ttl, fmt.Errorf("%w at %s: %q", ErrMultipleRecords, name, sts)
+	}
+}
+
+// lookupTXT returns the TXT records of name, each one's strings joined with
+// nothing between them (RFC 8461 §3.1), following CNAMEs, and the smallest TTL
+// of the records used. A name with no TXT records gives an error wrapping
+// ErrNoRecord with the negative-caching TTL of the zone's SOA.
+func (r *Resolver) lookupTXT(ctx context.Context, name string) ([]string, time.Duration, error) {
+	qname := dns.Fqdn(strings.ToLower(name))
+	seen := map[string]bool{}
+	var ttl uint32 = 1<<31 - 1
+	for {
+		if seen[qname] {
+			return nil, 0, fmt.Errorf("%w: CNAME loop at %s", ErrDNSTemporary, qname)
+		}
+		seen[qname] = true
+		resp, err := r.exchange(ctx, qname)
+		if err != nil {
+			return nil, 0, err
+		}
+		if resp.Rcode == dns.RcodeNameError {
+			return nil, negativeTTL(resp), fmt.Errorf("%w: %s does not exist", ErrNoRecord, name)
+		}
+		// Follow the CNAME chain within the answer, as a recursive server gives it.
+		target := qname
+		for hops := 0; ; hops++ {
+			next, t, ok := cnameOf(resp.Answer, target)
+			if !ok {
+				break
+			}
+			if hops == maxCNAMEs || seen[next] {
+				return nil, 0, fmt.Errorf("%w: CNAME chain from %s too long or looping", ErrDNSTemporary, name)
+			}
+			seen[next] = true
+			target, ttl = next, min(ttl, t)
+		}
+		var txts []string
+		for _, rr := range resp.Answer {
+			if t, ok := rr.(*dns.TXT); ok && strings.EqualFold(t.Hdr.Name, target) {
+				txts = append(txts, strings.Join(t.Txt, ""))
+				ttl = min(ttl, t.Hdr.Ttl)
+			}
+		}
+		if len(txts) > 0 {
+			return txts, time.Duration(ttl) * time.Second, nil
+		}
+		if target == qname {
+			return nil, negativeTTL(resp), fmt.Errorf("%w: no TXT records at %s", ErrNoRecord, name)
+		}
+		// The answer ended at an alias without resolving it: ask for the target.
+		if len(seen) > maxCNAMEs {
+			return nil, 0, fmt.Errorf("%w: CNAME chain from %s too long", ErrDNSTemporary, name)
+		}
+		delete(seen, target)
+		qname = target
+	}
+}
+
+func cnameOf(answer []dns.RR, owner string) (string, uint32, bool) {
+	for _, rr := range answer {
+		if c, ok := rr.(*dns.CNAME); ok && strings.EqualFold(c.Hdr.Name, owner) {
+			return strings.ToLower(c.Target), c.Hdr.Ttl, true
+		}
+	}
+	return "", 0, false
+}
+
+// negativeTTL is how long a negative answer may be cached (RFC 2308 §5): the
+// smaller of the SOA record's TTL and its MINIMUM field, or 0 without an SOA.
+func negativeTTL(resp *dns.Msg) time.Duration {
+	for _, rr := range resp.Ns {
+		if soa, ok := rr.(*dns.SOA); ok {
+			return time.Duration(min(soa.Hdr.Ttl, soa.Minttl)) * time.Second
+		}
+	}
+	return 0
+}
+
+// exchange sends a TXT query for qname to each name server in turn until one
+// answers with NOERROR or NXDOMAIN, over UDP with EDNS0 and again over TCP
+// when the answer is truncated. Failures wrap ErrDNSTemporary.
+func (r *Resolver) exchange(ctx context.Context, qname string) (*dns.Msg, error) {
+	servers, err := r.nameservers()
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrDNSTemporary, err)
+	}
+	m := new(dns.Msg)
+	m.SetQuestion(qname, dns.TypeTXT)
+	m.SetEdns0(ednsSize, false)
+	var errs []error
+	for _, server := range servers {
+		resp, err := r.exchangeWith(ctx, m, server)
+		if err == nil {
+			return resp, nil
+		}
+		errs = append(errs, err)
+		if ctx.Err() != nil {
+			break
+		}
+	}
+	return nil, fmt.Errorf("%w: TXT %s: %w", ErrDNSTemporary, qname, errors.Join(errs...))
+}
+
+func (r *Resolver) exchangeWith(ctx context.Context, m *dns.Msg, server string) (*dns.Msg, error) {
+	ctx, cancel := context.WithTimeout(ctx, r.dnsTimeout())
+	defer cancel()
+	c := &dns.Client{Net: "udp", UDPSize: ednsSize}
+	resp, _, err := c.ExchangeContext(ctx, m, server)
+	if err == nil && resp.Truncated {
+		c.Net = "tcp"
+		resp, _, err = c.ExchangeContext(ctx, m, server)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", server, err)
+	}
+	if len(resp.Question) != 1 || !strings.EqualFold(resp.Question[0].Name, m.Question[0].Name) ||
+		resp.Question[0].Qtype != dns.TypeTXT {
+		return nil, fmt.Errorf("%s: answer for another question", server)
+	}
+	switch resp.Rcode {
+	case dns.RcodeSuccess, dns.RcodeNameError:
+		return resp, nil
+	default:
+		return nil, fmt.Errorf("%s: %s", server, dns.RcodeToString[resp.Rcode])
+	}
+}
+
+// nameservers returns Nameservers, or those of /etc/resolv.conf, read once.
+func (r *Resolver) nameservers() ([]string, error) {
+	if len(r.Nameservers) > 0 {
+		return r.Nameservers, nil
+	}
+	r.sysOnce.Do(func() {
+		conf, err := dns.ClientConfigFromFile("/etc/resolv.conf")
+		if err != nil {
+			r.sysErr = fmt.Errorf("no Nameservers and %w", err)
+			return
+		}
+		for _, s := range conf.Servers {
+			r.sysServers = append(r.sysServers, net.JoinHostPort(s, conf.Port))
+		}
+		if len(r.sysServers) == 0 {
+			r.sysErr = errors.New("no Nameservers and none in /etc/resolv.conf")
+		}
+	})
+	return r.sysServers, r.sysErr
+}

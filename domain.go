@@ -1,0 +1,68 @@
+package mtasts
+
+import (
+	"fmt"
+	"net/netip"
+	"strings"
+	"unicode/utf8"
+)
+
+// maxDomainLen keeps "_mta-sts." + domain within the 253 characters of a DNS name.
+const maxDomainLen = 253 - len("_mta-sts.")
+
+// normalizeDomain returns the policy domain for a recipient domain: lower case,
+// A-labels, no trailing dot (RFC 8461 §3.4). It refuses empty and malformed
+// names and address literals with an error wrapping ErrInvalidDomain.
+//
+// A name that is already in that form is returned as it is, without
+// allocating: this is on Lookup's hot path.
+func normalizeDomain(domain string) (string, error) {
+	if isNormalDomain(domain) {
+		return domain, nil
+	}
+	d := strings.TrimSuffix(domain, ".")
+	if strings.HasPrefix(d, "[") || isIPAddr(d) {
+		return "", fmt.Errorf("%w %q: an address literal has no policy", ErrInvalidDomain, domain)
+	}
+	if !utf8.ValidString(d) {
+		return "", fmt.Errorf("%w %q: not UTF-8", ErrInvalidDomain, domain)
+	}
+	a, err := toASCII(d)
+	if err != nil {
+		return "", fmt.Errorf("%w %q: %w", ErrInvalidDomain, domain, err)
+	}
+	if !isNormalDomain(a) {
+		return "", fmt.Errorf("%w %q: not a host name", ErrInvalidDomain, domain)
+	}
+	return a, nil
+}
+
+// isNormalDomain reports whether d is a valid host name in lower-case ASCII,
+// not too long to prefix with "_mta-sts.", whose last label is not all digits
+// (which would make it an IPv4 address, not a name).
+func isNormalDomain(d string) bool {
+	if len(d) > maxDomainLen || !validHostname(d) {
+		return false
+	}
+	digits := true
+	for i := len(d) - 1; i >= 0 && d[i] != '.'; i-- {
+		if d[i] < '0' || d[i] > '9' {
+			digits = false
+			break
+		}
+	}
+	if digits {
+		return false
+	}
+	for i := 0; i < len(d); i++ {
+		if 'A' <= d[i] && d[i] <= 'Z' {
+			return false
+		}
+	}
+	return true
+}
+
+func isIPAddr(s string) bool {
+	_, err := netip.ParseAddr(s)
+	return err == nil
+}

@@ -1,0 +1,88 @@
+package mtasts
+
+import (
+	"strings"
+
+	"golang.org/x/net/idna"
+)
+
+// Match reports whether host matches one of the policy's mx patterns by the
+// rules of RFC 8461 §4.1: a pattern is a host name, or "*." and a domain where
+// "*" stands for exactly one whole left-most label ("*.example.com" matches
+// "mail.example.com" but neither "example.com" nor "a.mail.example.com").
+// Comparison ignores ASCII case and a trailing dot; a host given in U-labels
+// is converted to A-labels first. A malformed host matches nothing.
+//
+// Match reports the fact whatever the mode; Validate decides what it means.
+func (p *Policy) Match(host string) bool {
+	if p == nil {
+		return false
+	}
+	host = strings.TrimSuffix(host, ".")
+	if !validHostname(host) {
+		a, err := toASCII(host)
+		if err != nil || !validHostname(a) {
+			return false
+		}
+		host = a
+	}
+	for _, pat := range p.MX {
+		if matchPattern(pat, host) {
+			return true
+		}
+	}
+	return false
+}
+
+// matchPattern matches a valid host against a pattern. Both are ASCII.
+func matchPattern(pat, host string) bool {
+	if len(pat) > 2 && pat[0] == '*' && pat[1] == '.' {
+		dot := strings.IndexByte(host, '.')
+		// The wildcard takes the first label, which must not be empty; the
+		// rest must equal the pattern's suffix, dot included.
+		return dot > 0 && equalFoldASCII(host[dot:], pat[1:])
+	}
+	return equalFoldASCII(host, pat)
+}
+
+// equalFoldASCII is strings.EqualFold for ASCII, without its Unicode cost.
+func equalFoldASCII(a, b string) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := 0; i < len(a); i++ {
+		x, y := a[i], b[i]
+		if x == y {
+			continue
+		}
+		if 'A' <= x && x <= 'Z' {
+			x += 'a' - 'A'
+		}
+		if 'A' <= y && y <= 'Z' {
+			y += 'a' - 'A'
+		}
+		if x != y {
+			return false
+		}
+	}
+	return true
+}
+
+// idnaProfile converts host names for lookup: U-labels to A-labels, with the
+// validity checks of IDNA2008 (UTS #46 non-transitional) applied.
+var idnaProfile = idna.New(
+	idna.MapForLookup(),
+	idna.Transitional(false),
+	idna.StrictDomainName(true),
+	idna.VerifyDNSLength(true),
+	idna.BidiRule(),
+)
+
+// toASCII converts a host name to lower-case A-labels.
+func toASCII(name string) (string, error) {
+	a, err := idnaProfile.ToASCII(name)
+	if err != nil {
+		return "", err
+	}
+	return strings.ToLower(a), nil
+}

@@ -1,0 +1,357 @@
+package mtasts
+
+import (
+	"fmt"
+	"strings"
+	"time"
+	"unicode/utf8"
+)
+
+// MaxMaxAge is the largest max_age RFC 8461 §3.2 allows: about one year.
+const MaxMaxAge = 31557600 * time.Second
+
+// Record is a parsed _mta-sts TXT record (RFC 8461 §3.1).
+type Record struct {
+	// ID identifies the current policy: 1 to 32 letters and digits. Ids have no
+	// order; a different id means a new policy to fetch.
+	ID string
+
+	// Extensions are the record's other fields in published order, the first
+	// of a repeated name only. They carry no meaning for this package.
+	Extensions []Extension
+}
+
+// Extension is a field of a record or policy that RFC 8461 does not define.
+type Extension struct {
+	Key, Value string
+}
+
+// String returns the record in its TXT form, "v=STSv1; id=...;" followed by
+// the extensions. ParseRecord(r.String()) returns an equal Record.
+func (r *Record) String() string {
+	var b strings.Builder
+	b.WriteString("v=STSv1; id=")
+	b.WriteString(r.ID)
+	b.WriteByte(';')
+	for _, e := range r.Extensions {
+		b.WriteByte(' ')
+		b.WriteString(e.Key)
+		b.WriteByte('=')
+		b.WriteString(e.Value)
+		b.WriteByte(';')
+	}
+	return b.String()
+}
+
+// isSTSRecord reports whether txt is an STS record at all, which RFC 8461 §3.1
+// decides by its first field: records that do not begin with "v=STSv1" are
+// discarded before counting. Whitespace before the ";" is accepted here, as
+// the grammar allows it (erratum 6285); ParseRecord judges the rest.
+func isSTSRecord(txt string) bool {
+	const v = "v=STSv1"
+	if !strings.HasPrefix(txt, v) {
+		return false
+	}
+	rest := txt[len(v):]
+	return rest == "" || rest[0] == ';' || isWSP(rest[0])
+}
+
+// ParseRecord parses the text of an _mta-sts TXT record, its strings already
+// joined, by the grammar of RFC 8461 §3.1. Fields are separated by ";" with
+// optional white space around it; the first must be "v=STSv1" and an "id" is
+// required. Unknown fields are kept as Extensions; of a repeated field the
+// first wins. Errors wrap ErrInvalidRecord.
+func ParseRecord(txt string) (*Record, error) {
+	if !isSTSRecord(txt) {
+		return nil, recordError(txt, `does not begin with "v=STSv1;"`)
+	}
+	rest := txt[len("v=STSv1"):]
+	r := &Record{}
+	seen := map[string]bool{}
+	fields := 0
+	for {
+		rest = trimWSP(rest)
+		if rest == "" {
+			break
+		}
+		if rest[0] != ';' {
+			return nil, recordError(txt, fmt.Sprintf("expected ';' before %q", rest))
+		}
+		rest = trimWSP(rest[1:])
+		if rest == "" {
+			break // a trailing separator is allowed
+		}
+		end := strings.IndexAny(rest, "; \t")
+		if end < 0 {
+			end = len(rest)
+		}
+		field := rest[:end]
+		rest = rest[end:]
+		name, value, ok := strings.Cut(field, "=")
+		if !ok {
+			return nil, recordError(txt, fmt.Sprintf("field %q has no '='", field))
+		}
+		fields++
+		switch {
+		case name == "id":
+			if !validID(value) {
+				return nil, recordError(txt, fmt.Sprintf("id %q is not 1 to 32 letters and digits", value))
+			}
+		case !validExtName(name):
+			return nil, recordError(txt, fmt.Sprintf("field name %q is invalid", name))
+		case !validRecordExtValue(value):
+			return nil, recordError(txt, fmt.Sprintf("field %q has an invalid value %q", name, value))
+		}
+		if seen[name] {
+			continue // RFC 8461 §3.2 by analogy: the first of a repeated field wins.
+		}
+		seen[name] = true
+		if name == "id" {
+			r.ID = value
+		} else {
+			r.Extensions = append(r.Extensions, Extension{name, value})
+		}
+	}
+	if fields == 0 || r.ID == "" {
+		return nil, recordError(txt, "no id field")
+	}
+	return r, nil
+}
+
+func recordError(txt, why string) error {
+	return fmt.Errorf("%w %q: %s", ErrInvalidRecord, txt, why)
+}
+
+// validID reports whether s is 1*32(ALPHA / DIGIT).
+func validID(s string) bool {
+	if s == "" || len(s) > 32 {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		if !isAlnum(s[i]) {
+			return false
+		}
+	}
+	return true
+}
+
+// validExtName reports whether s is (ALPHA / DIGIT) *31(ALPHA / DIGIT / "_" / "-" / "."),
+// the extension name of both the record and the policy grammars.
+func validExtName(s string) bool {
+	if s == "" || len(s) > 32 || !isAlnum(s[0]) {
+		return false
+	}
+	for i := 1; i < len(s); i++ {
+		if c := s[i]; !isAlnum(c) && c != '_' && c != '-' && c != '.' {
+			return false
+		}
+	}
+	return true
+}
+
+// validRecordExtValue reports whether s is 1*(%x21-3A / %x3C / %x3E-7E).
+func validRecordExtValue(s string) bool {
+	if s == "" {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c < 0x21 || c > 0x7e || c == ';' || c == '=' {
+			return false
+		}
+	}
+	return true
+}
+
+// ParsePolicy parses a policy file by the grammar of RFC 8461 §3.2 (with
+// erratum 6253): one "key: value" field per line, lines ending in LF or CRLF
+// (the last ending optional), white space allowed after the colon and at the
+// end of a line but not before the colon, keys and values case-sensitive,
+// fields in any order. version, mode and max_age are required; mx is required
+// at least once unless the mode is none. Of a repeated non-mx field the first
+// wins, so a later "mode: none" cannot weaken an earlier "mode: enforce".
+// Unknown fields that follow the extension grammar are kept in Extensions. A
+// max_age above MaxMaxAge is held to MaxMaxAge.
+//
+// Errors wrap ErrInvalidPolicy and name the line and the reason.
+func ParsePolicy(text []byte) (*Policy, error) {
+	s := string(text)
+	if s == "" {
+		return nil, fmt.Errorf("%w: empty", ErrInvalidPolicy)
+	}
+	p := &Policy{}
+	var (
+		mxBuf                          [8]string
+		mx                             = mxBuf[:0]
+		haveVersion, haveMode, haveAge bool
+	)
+	for n := 1; s != ""; n++ {
+		line := s
+		if i := strings.IndexByte(s, '\n'); i >= 0 {
+			line, s = s[:i], s[i+1:]
+			line = strings.TrimSuffix(line, "\r")
+		} else {
+			s = ""
+		}
+		key, value, ok := strings.Cut(line, ":")
+		if !ok {
+			return nil, policyError(n, line, "not a \"key: value\" field")
+		}
+		value = trimWSP(value)
+		switch key {
+		case "version":
+			if value != "STSv1" {
+				return nil, policyError(n, line, `version is not "STSv1"`)
+			}
+			haveVersion = true
+		case "mode":
+			m := Mode(value)
+			if m != ModeEnforce && m != ModeTesting && m != ModeNone {
+				return nil, policyError(n, line, "mode is not enforce, testing or none")
+			}
+			if !haveMode {
+				p.Mode, haveMode = m, true
+			}
+		case "max_age":
+			age, ok := parseMaxAge(value)
+			if !ok {
+				return nil, policyError(n, line, "max_age is not 1 to 10 digits")
+			}
+			if !haveAge {
+				p.MaxAge, haveAge = age, true
+			}
+		case "mx":
+			if !validPattern(value) {
+				return nil, policyError(n, line, `mx is not a host name or "*." and a domain, in A-labels`)
+			}
+			mx = append(mx, value)
+		default:
+			if !validExtName(key) {
+				return nil, policyError(n, line, "invalid key")
+			}
+			if !validPolicyExtValue(value) {
+				return nil, policyError(n, line, "invalid value")
+			}
+			if !hasExtension(p.Extensions, key) {
+				p.Extensions = append(p.Extensions, Extension{key, value})
+			}
+		}
+	}
+	switch {
+	case !haveVersion:
+		return nil, fmt.Errorf("%w: no version field", ErrInvalidPolicy)
+	case !haveMode:
+		return nil, fmt.Errorf("%w: no mode field", ErrInvalidPolicy)
+	case !haveAge:
+		return nil, fmt.Errorf("%w: no max_age field", ErrInvalidPolicy)
+	case len(mx) == 0 && p.Mode != ModeNone:
+		return nil, fmt.Errorf("%w: no mx field in mode %s", ErrInvalidPolicy, p.Mode)
+	}
+	if len(mx) > 0 {
+		p.MX = append(make([]string, 0, len(mx)), mx...)
+	}
+	return p, nil
+}
+
+func policyError(n int, line, why string) error {
+	return fmt.Errorf("%w: line %d %q: %s", ErrInvalidPolicy, n, line, why)
+}
+
+func hasExtension(exts []Extension, key string) bool {
+	for _, e := range exts {
+		if e.Key == key {
+			return true
+		}
+	}
+	return false
+}
+
+// parseMaxAge parses 1*10DIGIT, holding the result to MaxMaxAge.
+func parseMaxAge(s string) (time.Duration, bool) {
+	if s == "" || len(s) > 10 {
+		return 0, false
+	}
+	var n int64
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if c < '0' || c > '9' {
+			return 0, false
+		}
+		n = n*10 + int64(c-'0')
+	}
+	d := time.Duration(n) * time.Second
+	if d > MaxMaxAge {
+		d = MaxMaxAge
+	}
+	return d, true
+}
+
+// validPolicyExtValue reports whether s, with its surrounding white space
+// already removed, is sts-policy-vchar [*(%x20 / sts-policy-vchar)
+// sts-policy-vchar]: printable ASCII or UTF-8, inner spaces allowed.
+func validPolicyExtValue(s string) bool {
+	if s == "" {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if c < 0x20 || c == 0x7f {
+			return false
+		}
+	}
+	return utf8.ValidString(s)
+}
+
+// validPattern reports whether s is ["*."] Domain in the sense of RFC 5321:
+// LDH labels of 1 to 63 characters that begin and end with a letter or digit,
+// at most 253 characters in all, no trailing dot. Non-ASCII (U-labels) is not
+// allowed: RFC 8461 §3.2 requires A-labels.
+func validPattern(s string) bool {
+	return validHostname(strings.TrimPrefix(s, "*."))
+}
+
+// validHostname reports whether s is a Domain of RFC 5321 in ASCII, with the
+// DNS length limits.
+func validHostname(s string) bool {
+	if s == "" || len(s) > 253 {
+		return false
+	}
+	label := 0
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		switch {
+		case c == '.':
+			if label == 0 || s[i-1] == '-' {
+				return false
+			}
+			label = 0
+			continue
+		case c == '-':
+			if label == 0 {
+				return false
+			}
+		case !isAlnum(c):
+			return false
+		}
+		label++
+		if label > 63 {
+			return false
+		}
+	}
+	return s[len(s)-1] != '-' && s[len(s)-1] != '.'
+}
+
+func isAlnum(c byte) bool {
+	return 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9'
+}
+
+func isWSP(c byte) bool { return c == ' ' || c == '\t' }
+
+func trimWSP(s string) string {
+	for s != "" && isWSP(s[0]) {
+		s = s[1:]
+	}
+	for s != "" && isWSP(s[len(s)-1]) {
+		s = s[:len(s)-1]
+	}
+	return s
+}
