@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# The project's test command: formatting, vet, the race-enabled tests of every
+# package, and a short run of each fuzz target. FUZZTIME=1m ./test.sh fuzzes longer.
+set -euo pipefail
+cd "$(dirname "$0")"
+
+unformatted=$(gofmt -l $(git ls-files '*.go' 2>/dev/null || find . -name '*.go'))
+if [ -n "$unformatted" ]; then
+	echo "gofmt would change:" >&2
+	echo "$unformatted" >&2
+	exit 1
+fi
+go vet ./...
+go test -race -count=1 ./...
+
+fuzztime=${FUZZTIME:-10s}
+for target in $(go test -list '^Fuzz' . | grep '^Fuzz'); do
+	go test -run '^$' -fuzz "^${target}\$" -fuzztime "$fuzztime" .
+done
