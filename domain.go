@@ -39,27 +39,32 @@ func normalizeDomain(domain string) (string, error) {
 
 // isNormalDomain reports whether d is a valid host name in lower-case ASCII,
 // not too long to prefix with "_mta-sts.", whose last label is not all digits
-// (which would make it an IPv4 address, not a name).
+// (which would make it an IPv4 address, not a name). It makes one pass.
 func isNormalDomain(d string) bool {
-	if len(d) > maxDomainLen || !validHostname(d) {
+	if d == "" || len(d) > maxDomainLen {
 		return false
 	}
-	digits := true
-	for i := len(d) - 1; i >= 0 && d[i] != '.'; i-- {
-		if d[i] < '0' || d[i] > '9' {
-			digits = false
-			break
-		}
-	}
-	if digits {
-		return false
-	}
+	start, digits := 0, true // of the current label
 	for i := 0; i < len(d); i++ {
-		if 'A' <= d[i] && d[i] <= 'Z' {
+		switch c := charClass[d[i]]; c {
+		case cLower:
+			digits = false
+		case cDigit:
+		case cHyphen:
+			if i == start {
+				return false
+			}
+			digits = false
+		case cDot:
+			if !validLabelEnd(d, start, i) {
+				return false
+			}
+			start, digits = i+1, true
+		default:
 			return false
 		}
 	}
-	return true
+	return validLabelEnd(d, start, len(d)) && !digits
 }
 
 func isIPAddr(s string) bool {

@@ -19,13 +19,24 @@ func (p *Policy) Match(host string) bool {
 		return false
 	}
 	host = strings.TrimSuffix(host, ".")
-	if !validHostname(host) {
-		a, err := toASCII(host)
-		if err != nil || !validHostname(a) {
-			return false
-		}
-		host = a
+	if p.matchASCII(host) {
+		return true
 	}
+	// A host in U-labels cannot have matched: convert it and try again.
+	for i := 0; i < len(host); i++ {
+		if host[i] >= 0x80 {
+			a, err := toASCII(host)
+			return err == nil && p.matchASCII(a)
+		}
+	}
+	return false
+}
+
+// matchASCII matches host against the patterns without converting it. It does
+// not validate host as a whole: a host equal to a valid pattern, ASCII case
+// aside, is valid, and for a wildcard only the label it stands for is left to
+// check.
+func (p *Policy) matchASCII(host string) bool {
 	for _, pat := range p.MX {
 		if matchPattern(pat, host) {
 			return true
@@ -34,15 +45,25 @@ func (p *Policy) Match(host string) bool {
 	return false
 }
 
-// matchPattern matches a valid host against a pattern. Both are ASCII.
+// matchPattern matches host against one pattern.
 func matchPattern(pat, host string) bool {
 	if len(pat) > 2 && pat[0] == '*' && pat[1] == '.' {
+		// The wildcard takes the first label, which must be a valid label;
+		// the rest must equal the pattern's suffix, dot included.
 		dot := strings.IndexByte(host, '.')
-		// The wildcard takes the first label, which must not be empty; the
-		// rest must equal the pattern's suffix, dot included.
-		return dot > 0 && equalFoldASCII(host[dot:], pat[1:])
+		return dot > 0 && equalFoldASCII(host[dot:], pat[1:]) && validLabel(host[:dot])
 	}
 	return equalFoldASCII(host, pat)
+}
+
+// validLabel reports whether s is one LDH label.
+func validLabel(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if c := charClass[s[i]]; c&cAlnum == 0 && (c != cHyphen || i == 0) {
+			return false
+		}
+	}
+	return validLabelEnd(s, 0, len(s))
 }
 
 // equalFoldASCII is strings.EqualFold for ASCII, without its Unicode cost.

@@ -278,11 +278,11 @@ func parseMaxAge(s string) (time.Duration, bool) {
 		}
 		n = n*10 + int64(c-'0')
 	}
-	d := time.Duration(n) * time.Second
-	if d > MaxMaxAge {
-		d = MaxMaxAge
+	// Compare in seconds: ten digits of seconds overflow a Duration.
+	if n > int64(MaxMaxAge/time.Second) {
+		return MaxMaxAge, true
 	}
-	return d, true
+	return time.Duration(n) * time.Second, true
 }
 
 // validPolicyExtValue reports whether s, with its surrounding white space
@@ -315,34 +315,57 @@ func validHostname(s string) bool {
 	if s == "" || len(s) > 253 {
 		return false
 	}
-	label := 0
+	start := 0 // of the current label
 	for i := 0; i < len(s); i++ {
-		c := s[i]
-		switch {
-		case c == '.':
-			if label == 0 || s[i-1] == '-' {
+		switch c := charClass[s[i]]; {
+		case c&cAlnum != 0:
+		case c == cHyphen:
+			if i == start {
 				return false
 			}
-			label = 0
-			continue
-		case c == '-':
-			if label == 0 {
+		case c == cDot:
+			if !validLabelEnd(s, start, i) {
 				return false
 			}
-		case !isAlnum(c):
-			return false
-		}
-		label++
-		if label > 63 {
+			start = i + 1
+		default:
 			return false
 		}
 	}
-	return s[len(s)-1] != '-' && s[len(s)-1] != '.'
+	return validLabelEnd(s, start, len(s))
 }
 
-func isAlnum(c byte) bool {
-	return 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9'
+// validLabelEnd reports whether the label s[start:end], whose characters are
+// known to be LDH and not to begin with a hyphen, is not empty, not too long
+// and does not end with a hyphen.
+func validLabelEnd(s string, start, end int) bool {
+	return end > start && end-start <= 63 && s[end-1] != '-'
 }
+
+// Character classes for the host name scanners.
+const (
+	cLower  = 1 << iota // a-z
+	cUpper              // A-Z
+	cDigit              // 0-9
+	cHyphen             // -
+	cDot                // .
+
+	cAlnum = cLower | cUpper | cDigit
+)
+
+var charClass = func() (t [256]uint8) {
+	for c := 'a'; c <= 'z'; c++ {
+		t[c] = cLower
+		t[c-'a'+'A'] = cUpper
+	}
+	for c := '0'; c <= '9'; c++ {
+		t[c] = cDigit
+	}
+	t['-'], t['.'] = cHyphen, cDot
+	return t
+}()
+
+func isAlnum(c byte) bool { return charClass[c]&cAlnum != 0 }
 
 func isWSP(c byte) bool { return c == ' ' || c == '\t' }
 

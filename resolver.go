@@ -333,8 +333,8 @@ func (r *Resolver) refresh(ctx context.Context, d string, prev *state) (*state, 
 }
 
 // until sets the times of s: the TXT answer is kept for ttl, but at least
-// MinTXTTTL; the whole answer is fresh until then or until the policy
-// expires, if sooner.
+// MinTXTTTL; the whole answer is fresh until then, or until the policy
+// expires or a failed fetch may be retried, if sooner.
 func (r *Resolver) until(s *state, now time.Time, ttl time.Duration) *state {
 	s.txtUntil = now.Add(max(ttl, r.minTXTTTL()))
 	s.freshUntil = s.txtUntil
@@ -342,6 +342,9 @@ func (r *Resolver) until(s *state, now time.Time, ttl time.Duration) *state {
 		if exp := s.policy.Expires(); exp.Before(s.freshUntil) {
 			s.freshUntil = exp
 		}
+	}
+	if s.failedID != "" && s.retryAt.After(now) && s.retryAt.Before(s.freshUntil) {
+		s.freshUntil = s.retryAt
 	}
 	return s
 }
