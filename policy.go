@@ -95,11 +95,11 @@ type MXError struct {
 }
 
 func (e *MXError) Error() string {
-	domain := ""
+	policy := "the policy"
 	if e.Domain != "" {
-		domain = " of " + e.Domain
+		policy = e.Domain + "'s policy"
 	}
-	return fmt.Sprintf("%v: %q matches none of the policy%s's mx patterns %q", ErrMXNotAllowed, e.Host, domain, e.Patterns)
+	return fmt.Sprintf("%v: %s matches no mx pattern of %s %q", ErrMXNotAllowed, e.Host, policy, e.Patterns)
 }
 
 func (e *MXError) Unwrap() error { return ErrMXNotAllowed }
