@@ -2,6 +2,7 @@ package mtasts
 
 import (
 	"strings"
+	"unicode/utf8"
 
 	"golang.org/x/net/idna"
 )
@@ -25,6 +26,9 @@ func (p *Policy) Match(host string) bool {
 	// A host in U-labels cannot have matched: convert it and try again.
 	for i := 0; i < len(host); i++ {
 		if host[i] >= 0x80 {
+			if !utf8.ValidString(host) {
+				return false
+			}
 			a, err := toASCII(host)
 			return err == nil && p.matchASCII(a)
 		}
@@ -32,38 +36,28 @@ func (p *Policy) Match(host string) bool {
 	return false
 }
 
-// matchASCII matches host against the patterns without converting it. It does
-// not validate host as a whole: a host equal to a valid pattern, ASCII case
-// aside, is valid, and for a wildcard only the label it stands for is left to
-// check.
+// matchASCII matches host against the patterns without converting it. The
+// host is validated only once it matches, which is where it matters: a host
+// equal to a pattern, or to a wildcard's suffix after one label, must still be
+// a valid name (a Policy built by hand may hold invalid patterns).
 func (p *Policy) matchASCII(host string) bool {
 	for _, pat := range p.MX {
 		if matchPattern(pat, host) {
-			return true
+			return validHostname(host)
 		}
 	}
 	return false
 }
 
-// matchPattern matches host against one pattern.
+// matchPattern matches host against one pattern, ignoring ASCII case.
 func matchPattern(pat, host string) bool {
 	if len(pat) > 2 && pat[0] == '*' && pat[1] == '.' {
-		// The wildcard takes the first label, which must be a valid label;
-		// the rest must equal the pattern's suffix, dot included.
+		// The wildcard takes the first label, which must not be empty; the
+		// rest must equal the pattern's suffix, dot included.
 		dot := strings.IndexByte(host, '.')
-		return dot > 0 && equalFoldASCII(host[dot:], pat[1:]) && validLabel(host[:dot])
+		return dot > 0 && equalFoldASCII(host[dot:], pat[1:])
 	}
 	return equalFoldASCII(host, pat)
-}
-
-// validLabel reports whether s is one LDH label.
-func validLabel(s string) bool {
-	for i := 0; i < len(s); i++ {
-		if c := charClass[s[i]]; c&cAlnum == 0 && (c != cHyphen || i == 0) {
-			return false
-		}
-	}
-	return validLabelEnd(s, 0, len(s))
 }
 
 // equalFoldASCII is strings.EqualFold for ASCII, without its Unicode cost.
