@@ -85,7 +85,7 @@ func (r *Resolver) lookupTXT(ctx context.Context, name string) ([]string, time.D
 		var txts []string
 		for _, rr := range resp.Answer {
 			if t, ok := rr.(*dns.TXT); ok && strings.EqualFold(t.Hdr.Name, target) {
-				txts = append(txts, strings.Join(t.Txt, ""))
+				txts = append(txts, joinTXT(t.Txt))
 				ttl = min(ttl, t.Hdr.Ttl)
 			}
 		}
@@ -193,3 +193,31 @@ func (r *Resolver) nameservers() ([]string, error) {
 	})
 	return r.sysServers, r.sysErr
 }
+
+// joinTXT joins the strings of a TXT record with nothing between them (RFC 8461
+// §3.1), undoing the presentation-format escapes that miekg/dns applies when
+// it decodes them: \DDD for a byte outside printable ASCII, \X for '"' and '\'.
+func joinTXT(parts []string) string {
+	var b strings.Builder
+	for _, s := range parts {
+		for i := 0; i < len(s); i++ {
+			c := s[i]
+			if c != '\\' || i+1 == len(s) {
+				b.WriteByte(c)
+				continue
+			}
+			if i+3 < len(s) && isDigit(s[i+1]) && isDigit(s[i+2]) && isDigit(s[i+3]) {
+				if n := int(s[i+1]-'0')*100 + int(s[i+2]-'0')*10 + int(s[i+3]-'0'); n < 256 {
+					b.WriteByte(byte(n))
+					i += 3
+					continue
+				}
+			}
+			b.WriteByte(s[i+1])
+			i++
+		}
+	}
+	return b.String()
+}
+
+func isDigit(c byte) bool { return '0' <= c && c <= '9' }

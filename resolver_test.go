@@ -180,6 +180,9 @@ func TestRecordShapes(t *testing.T) {
 		{"space before separator", func(w *world) {
 			w.SetRecord("d.example", "v=STSv1 ; id=1")
 		}, true, nil},
+		{"tab separator", func(w *world) { // sent raw, escaped by the DNS decoder
+			w.SetTXT("_mta-sts.d.example", []string{"v=STSv1;\tid=1;\tq=a\"b\\c"})
+		}, true, nil},
 		{"CNAME chain", func(w *world) {
 			w.SetCNAME("_mta-sts.d.example", "_mta-sts.hop.example")
 			w.SetCNAME("_mta-sts.hop.example", "sts.provider.example")
