@@ -139,6 +139,8 @@ type call struct {
 	cancel  context.CancelFunc
 	policy  *Policy
 	err     error
+
+	fetching atomic.Bool // the DNS answer is in and the policy is being fetched
 }
 
 // Lookup returns the MTA-STS policy for a recipient domain (or the smart
@@ -227,7 +229,20 @@ func (r *Resolver) lookupSlow(ctx context.Context, d string) (*Policy, error) {
 	if s := e.state.Load(); s != nil && s.policy != nil && r.now().Before(s.policy.Expires()) {
 		return s.policy, nil
 	}
-	return nil, fmt.Errorf("mtasts: lookup of %s: %w", d, ctx.Err())
+	return nil, abandonError(d, c, ctx.Err())
+}
+
+// abandonError is what a caller whose ctx ended before the lookup finished
+// gets: a DNS or fetch failure by the phase the lookup was in.
+func abandonError(d string, c *call, err error) error {
+	switch {
+	case !c.fetching.Load():
+		return fmt.Errorf("%w: TXT _mta-sts.%s: %w", ErrDNSTemporary, d, err)
+	case errors.Is(err, context.DeadlineExceeded):
+		return fmt.Errorf("%w: %w: %s: %w", ErrPolicyFetch, ErrFetchTimeout, policyURL(d), err)
+	default:
+		return fmt.Errorf("%w: %s: %w", ErrPolicyFetch, policyURL(d), err)
+	}
 }
 
 // update runs LOOKUP.md steps 1, 3 and 4 for one domain, publishes the new
@@ -238,7 +253,7 @@ func (r *Resolver) update(ctx context.Context, d string, e *entry, c *call) {
 	if prev == nil {
 		prev = r.loadCache(ctx, d)
 	}
-	next, failure := r.refresh(ctx, d, prev)
+	next, failure := r.refresh(ctx, d, prev, &c.fetching)
 
 	e.mu.Lock()
 	if e.call == c {
@@ -279,8 +294,8 @@ func (r *Resolver) publish(e *entry, s *state) {
 
 // refresh decides, from what is known (prev, which may be empty), what to ask
 // the network and what the domain's new state is. It returns the failure to
-// report, if any.
-func (r *Resolver) refresh(ctx context.Context, d string, prev *state) (*state, error) {
+// report, if any. It sets fetching when it starts the fetch.
+func (r *Resolver) refresh(ctx context.Context, d string, prev *state, fetching *atomic.Bool) (*state, error) {
 	now := r.now()
 	var live *Policy // the cached policy, if it has not expired
 	if prev.policy != nil && now.Before(prev.policy.Expires()) {
@@ -312,6 +327,7 @@ func (r *Resolver) refresh(ctx context.Context, d string, prev *state) (*state, 
 	}
 
 	// Step 4: fetch the policy the record announces.
+	fetching.Store(true)
 	p, err := r.fetch(ctx, d)
 	now = r.now()
 	if err != nil {

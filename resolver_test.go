@@ -426,6 +426,12 @@ func TestContextDeadline(t *testing.T) {
 			p, err := w.r.Lookup(ctx, "d.example")
 			assert.Nil(t, p)
 			assert.ErrorIs(t, err, context.DeadlineExceeded)
+			if stuck == "dns" {
+				assert.ErrorIs(t, err, mtasts.ErrDNSTemporary)
+			} else {
+				assert.ErrorIs(t, err, mtasts.ErrFetchTimeout)
+				assert.ErrorIs(t, err, mtasts.ErrPolicyFetch)
+			}
 			assert.Less(t, time.Since(start), 5*time.Second, "Lookup overran its deadline")
 			// The caller's deadline is not the domain's fault: nothing is
 			// reported and the next caller tries again.
