@@ -1,0 +1,114 @@
+package mtasts
+
+import (
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+)
+
+// ResultType is an RFC 8460 result type: what a TLSRPT report says went wrong
+// with a policy or a connection.
+type ResultType string
+
+// The result types of RFC 8460 §4.3 that concern MTA-STS.
+const (
+	// Negotiation failures (§4.3.1).
+	ResultSTARTTLSNotSupported    ResultType = "starttls-not-supported"
+	ResultCertificateHostMismatch ResultType = "certificate-host-mismatch"
+	ResultCertificateExpired      ResultType = "certificate-expired"
+	ResultCertificateNotTrusted   ResultType = "certificate-not-trusted"
+	ResultValidationFailure       ResultType = "validation-failure"
+
+	// Policy failures (§4.3.2.2).
+	ResultSTSPolicyFetchError ResultType = "sts-policy-fetch-error"
+	ResultSTSPolicyInvalid    ResultType = "sts-policy-invalid"
+	ResultSTSWebPKIInvalid    ResultType = "sts-webpki-invalid"
+)
+
+// ErrNoSTARTTLS is for a sender to wrap when an MX host does not offer
+// STARTTLS, or the STARTTLS command fails, so that Classify reports it as
+// starttls-not-supported. Under an enforced policy, skip that MX.
+var ErrNoSTARTTLS = errors.New("mtasts: MX host does not offer STARTTLS")
+
+// Classify turns an error from this package, from crypto/tls or from
+// crypto/x509 into the RFC 8460 result type to report and a short failure
+// reason code (for the report's failure-reason-code). It looks through
+// wrapping with errors.Is and errors.As. A nil error gives "", "".
+//
+// An MX host that matches no pattern of an enforced policy has no result type
+// of its own in RFC 8460; it is reported as validation-failure with reason
+// "mx-not-allowed".
+func Classify(err error) (ResultType, string) {
+	var (
+		herr x509.HostnameError
+		uerr x509.UnknownAuthorityError
+		ierr x509.CertificateInvalidError
+		cve  *tls.CertificateVerificationError
+	)
+	switch {
+	case err == nil:
+		return "", ""
+
+	// Policy discovery and fetch. The certificate of the policy host is a
+	// policy failure, not a negotiation one, so these come first.
+	case errors.Is(err, ErrWebPKI):
+		return ResultSTSWebPKIInvalid, webPKIReason(err)
+	case errors.Is(err, ErrRedirect):
+		return ResultSTSPolicyFetchError, "http-redirect"
+	case errors.Is(err, ErrHTTPStatus):
+		return ResultSTSPolicyFetchError, "http-status"
+	case errors.Is(err, ErrMediaType):
+		return ResultSTSPolicyFetchError, "media-type"
+	case errors.Is(err, ErrPolicyTooLarge):
+		return ResultSTSPolicyFetchError, "policy-too-large"
+	case errors.Is(err, ErrFetchTimeout):
+		return ResultSTSPolicyFetchError, "timeout"
+	case errors.Is(err, ErrPolicyFetch):
+		return ResultSTSPolicyFetchError, "fetch-failed"
+	case errors.Is(err, ErrDNSTemporary):
+		return ResultSTSPolicyFetchError, "dns-failure"
+	case errors.Is(err, ErrInvalidPolicy):
+		return ResultSTSPolicyInvalid, "policy-syntax"
+	case errors.Is(err, ErrMultipleRecords):
+		return ResultSTSPolicyInvalid, "multiple-records"
+	case errors.Is(err, ErrInvalidRecord):
+		return ResultSTSPolicyInvalid, "record-syntax"
+
+	// Delivery to an MX host.
+	case errors.Is(err, ErrMXNotAllowed):
+		return ResultValidationFailure, "mx-not-allowed"
+	case errors.Is(err, ErrNoSTARTTLS):
+		return ResultSTARTTLSNotSupported, "starttls-not-offered"
+	case errors.As(err, &herr):
+		return ResultCertificateHostMismatch, "certificate-host-mismatch"
+	case errors.As(err, &ierr) && ierr.Reason == x509.Expired:
+		return ResultCertificateExpired, "certificate-expired"
+	case errors.As(err, &uerr):
+		return ResultCertificateNotTrusted, "certificate-not-trusted"
+	case errors.As(err, &ierr):
+		return ResultCertificateNotTrusted, "certificate-invalid"
+	case errors.As(err, &cve):
+		return ResultCertificateNotTrusted, "certificate-invalid"
+	default:
+		return ResultValidationFailure, "tls-failure"
+	}
+}
+
+// webPKIReason names what was wrong with the policy host's certificate.
+func webPKIReason(err error) string {
+	var (
+		herr x509.HostnameError
+		uerr x509.UnknownAuthorityError
+		ierr x509.CertificateInvalidError
+	)
+	switch {
+	case errors.As(err, &herr):
+		return "certificate-host-mismatch"
+	case errors.As(err, &ierr) && ierr.Reason == x509.Expired:
+		return "certificate-expired"
+	case errors.As(err, &uerr):
+		return "certificate-not-trusted"
+	default:
+		return "certificate-invalid"
+	}
+}
