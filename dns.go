@@ -29,6 +29,14 @@ func (r *Resolver) discover(ctx context.Context, domain string) (*Record, time.D
 	if err != nil {
 		return nil, ttl, err
 	}
+	rec, err := selectRecord(name, txts)
+	return rec, ttl, err
+}
+
+// selectRecord picks the STS record among the TXT records found at name:
+// those that do not begin with "v=STSv1;" are discarded, and exactly one must
+// be left, and valid (RFC 8461 §3.1).
+func selectRecord(name string, txts []string) (*Record, error) {
 	var sts []string
 	for _, t := range txts {
 		if isSTSRecord(t) {
@@ -37,15 +45,15 @@ func (r *Resolver) discover(ctx context.Context, domain string) (*Record, time.D
 	}
 	switch len(sts) {
 	case 0:
-		return nil, ttl, fmt.Errorf("%w at %s", ErrNoRecord, name)
+		return nil, fmt.Errorf("%w at %s", ErrNoRecord, name)
 	case 1:
 		rec, err := ParseRecord(sts[0])
 		if err != nil {
-			return nil, ttl, fmt.Errorf("%s: %w", name, err)
+			return nil, fmt.Errorf("%s: %w", name, err)
 		}
-		return rec, ttl, nil
+		return rec, nil
 	default:
-		return nil, ttl, fmt.Errorf("%w at %s: %q", ErrMultipleRecords, name, sts)
+		return nil, fmt.Errorf("%w at %s: %q", ErrMultipleRecords, name, sts)
 	}
 }
 
@@ -54,6 +62,19 @@ func (r *Resolver) discover(ctx context.Context, domain string) (*Record, time.D
 // of the records used. A name with no TXT records gives an error wrapping
 // ErrNoRecord with the negative-caching TTL of the zone's SOA.
 func (r *Resolver) lookupTXT(ctx context.Context, name string) ([]string, time.Duration, error) {
+	return resolveTXT(ctx, name, r.exchange)
+}
+
+// An exchangeFunc sends a TXT query for qname and returns the answer, which
+// checkReply has accepted, or an error wrapping ErrDNSTemporary.
+type exchangeFunc func(ctx context.Context, qname string) (*dns.Msg, error)
+
+// resolveTXT is lookupTXT over any exchange: everything lookupTXT does with
+// the answers it gets (CNAME chains within an answer and across queries, TXT
+// strings joined, the TTL kept, NXDOMAIN and NODATA with their negative TTL)
+// lives here, apart from the network, so that FuzzDNSAnswer can feed it
+// arbitrary messages. It asks exchange at most maxCNAMEs+1 times.
+func resolveTXT(ctx context.Context, name string, exchange exchangeFunc) ([]string, time.Duration, error) {
 	qname := dns.Fqdn(strings.ToLower(name))
 	seen := map[string]bool{}
 	var ttl uint32 = 1<<31 - 1
@@ -62,7 +83,7 @@ func (r *Resolver) lookupTXT(ctx context.Context, name string) ([]string, time.D
 			return nil, 0, fmt.Errorf("%w: CNAME loop at %s", ErrDNSTemporary, qname)
 		}
 		seen[qname] = true
-		resp, err := r.exchange(ctx, qname)
+		resp, err := exchange(ctx, qname)
 		if err != nil {
 			return nil, 0, err
 		}
@@ -152,25 +173,37 @@ func (r *Resolver) exchange(ctx context.Context, qname string) (*dns.Msg, error)
 func (r *Resolver) exchangeWith(ctx context.Context, m *dns.Msg, server string) (*dns.Msg, error) {
 	ctx, cancel := context.WithTimeout(ctx, r.dnsTimeout())
 	defer cancel()
-	c := &dns.Client{Net: "udp", UDPSize: ednsSize}
+	// Timeout as well as ctx: without it the client holds each read to its
+	// own default of two seconds, whatever DNSTimeout says.
+	c := &dns.Client{Net: "udp", UDPSize: ednsSize, Timeout: r.dnsTimeout()}
 	resp, _, err := c.ExchangeContext(ctx, m, server)
 	if err == nil && resp.Truncated {
 		c.Net = "tcp"
 		resp, _, err = c.ExchangeContext(ctx, m, server)
 	}
+	if err == nil {
+		err = checkReply(m, resp)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", server, err)
 	}
-	if len(resp.Question) != 1 || !strings.EqualFold(resp.Question[0].Name, m.Question[0].Name) ||
-		resp.Question[0].Qtype != dns.TypeTXT {
-		return nil, fmt.Errorf("%s: answer for another question", server)
+	return resp, nil
+}
+
+// checkReply accepts resp as the answer to the query m: a response with m's
+// id, for m's one question, and NOERROR or NXDOMAIN, the two codes that say
+// something about the name; any other code means asking elsewhere or later.
+func checkReply(m, resp *dns.Msg) error {
+	switch {
+	case !resp.Response || resp.Id != m.Id:
+		return errors.New("not a response to the query")
+	case len(resp.Question) != 1 || !strings.EqualFold(resp.Question[0].Name, m.Question[0].Name) ||
+		resp.Question[0].Qtype != dns.TypeTXT || resp.Question[0].Qclass != dns.ClassINET:
+		return errors.New("answer for another question")
+	case resp.Rcode != dns.RcodeSuccess && resp.Rcode != dns.RcodeNameError:
+		return errors.New(dns.RcodeToString[resp.Rcode])
 	}
-	switch resp.Rcode {
-	case dns.RcodeSuccess, dns.RcodeNameError:
-		return resp, nil
-	default:
-		return nil, fmt.Errorf("%s: %s", server, dns.RcodeToString[resp.Rcode])
-	}
+	return nil
 }
 
 // nameservers returns Nameservers, or those of /etc/resolv.conf, read once.
