@@ -97,7 +97,8 @@ type Resolver struct {
 	// DefaultDNSTimeout.
 	DNSTimeout time.Duration
 
-	entries sync.Map // domain -> *entry
+	entries   sync.Map                  // domain -> *entry
+	nextSweep atomic.Pointer[time.Time] // when sweep may next run
 
 	sysOnce    sync.Once // reads /etc/resolv.conf into sysServers or sysErr
 	sysServers []string
@@ -171,7 +172,21 @@ func (r *Resolver) Lookup(ctx context.Context, domain string) (*Policy, error) {
 			return s.result()
 		}
 	}
-	return r.lookupSlow(ctx, d)
+	return r.lookupSlow(ctx, d, false)
+}
+
+// Refresh is Lookup without the in-memory answer: it asks DNS for the
+// domain's record now, whatever the TTL, and fetches the policy if its id has
+// changed. RFC 8461 §5.1 wants this before a message is failed permanently
+// because of a policy: the domain may have published a new one. The five-
+// minute wait after a failed fetch still applies. Refresh shares the work with
+// concurrent Lookups of the domain.
+func (r *Resolver) Refresh(ctx context.Context, domain string) (*Policy, error) {
+	d, err := normalizeDomain(domain)
+	if err != nil {
+		return nil, err
+	}
+	return r.lookupSlow(ctx, d, true)
 }
 
 // fresh reports whether s answers without asking DNS: its TXT answer has not
@@ -191,11 +206,13 @@ func (s *state) result() (*Policy, error) {
 }
 
 // lookupSlow joins or starts the domain's update and waits for it or for ctx.
-func (r *Resolver) lookupSlow(ctx context.Context, d string) (*Policy, error) {
+// Unless force is set, an answer that became fresh meanwhile is returned.
+func (r *Resolver) lookupSlow(ctx context.Context, d string, force bool) (*Policy, error) {
+	r.sweep()
 	v, _ := r.entries.LoadOrStore(d, &entry{})
 	e := v.(*entry)
 	e.mu.Lock()
-	if s := e.state.Load(); s != nil && r.fresh(s) {
+	if s := e.state.Load(); !force && s != nil && r.fresh(s) {
 		e.mu.Unlock()
 		return s.result()
 	}
@@ -271,6 +288,40 @@ func (r *Resolver) update(ctx context.Context, d string, e *entry, c *call) {
 		c.policy, c.err = next.result()
 	}
 	close(c.done)
+}
+
+// sweep removes, at most once per MinTXTTTL, the entries that hold nothing
+// worth keeping: a stale answer with no live policy, no fetch failure still in
+// its retry delay, and no lookup under way.
+// Without it a sender that writes to many domains, most of them without
+// MTA-STS, would keep an entry for each forever. A policy that the sweep drops
+// from memory is still in Cache, if there is one.
+func (r *Resolver) sweep() {
+	now := r.now()
+	next := r.nextSweep.Load()
+	if next != nil && now.Before(*next) {
+		return
+	}
+	after := now.Add(r.minTXTTTL())
+	if !r.nextSweep.CompareAndSwap(next, &after) {
+		return // another caller sweeps
+	}
+	r.entries.Range(func(k, v any) bool {
+		e := v.(*entry)
+		e.mu.Lock()
+		defer e.mu.Unlock()
+		s := e.state.Load()
+		if e.call != nil || s == nil || r.fresh(s) ||
+			s.policy != nil && now.Before(s.policy.Expires()) || // live
+			s.failedID != "" && now.Before(s.retryAt) { // in its retry delay
+			return true
+		}
+		if e.timer != nil {
+			e.timer.Stop()
+		}
+		r.entries.CompareAndDelete(k, e)
+		return true
+	})
 }
 
 // publish stores s as e's state and, when the clock is the real one, arms the

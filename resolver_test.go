@@ -88,7 +88,6 @@ func (w *world) resolver() *mtasts.Resolver {
 	r := w.Resolver()
 	r.Now = w.clock.Now
 	r.OnError = w.fails.add
-	r.DNSTimeout = time.Second
 	return r
 }
 
@@ -324,7 +323,7 @@ func TestFetchFailures(t *testing.T) {
 		t.Run(tc.fault.String(), func(t *testing.T) {
 			t.Parallel()
 			w := newWorld(t)
-			w.r.FetchTimeout = 300 * time.Millisecond
+			w.r.FetchTimeout = time.Second // for PolicyNoResponse
 			w.Publish("d.example", "1", fabrikamEnforce)
 			w.SetPolicyFault("d.example", tc.fault)
 			p, err := lookup(t, w.r, "d.example")
@@ -795,4 +794,33 @@ func TestFailingCache(t *testing.T) {
 	fails := w.fails.list()
 	require.NotEmpty(t, fails)
 	assert.ErrorContains(t, fails[len(fails)-1], "writing cache")
+}
+
+// RFC 8461 §5.1: before failing a message for a policy, check for a new one.
+// Refresh asks DNS at once, inside the TXT TTL that Lookup would honour.
+func TestRefresh(t *testing.T) {
+	t.Parallel()
+	w := newWorld(t)
+	w.Publish("d.example", "1", fabrikamEnforce)
+	mustPolicy(t, w.r, "d.example")
+	w.Publish("d.example", "2", fabrikamTesting)
+	w.clock.Advance(time.Second)
+	assert.Equal(t, mtasts.ModeEnforce, mustPolicy(t, w.r, "d.example").Mode, "Lookup within the TTL")
+
+	ctx := context.Background()
+	p, err := w.r.Refresh(ctx, "D.Example.")
+	require.NoError(t, err)
+	require.NotNil(t, p)
+	assert.Equal(t, mtasts.ModeTesting, p.Mode, "Refresh")
+	assert.Equal(t, mtasts.ModeTesting, mustPolicy(t, w.r, "d.example").Mode, "Lookup after Refresh")
+	assert.Equal(t, 2, w.DNSQueries())
+
+	// An unchanged id: a query, no fetch.
+	_, err = w.r.Refresh(ctx, "d.example")
+	require.NoError(t, err)
+	assert.Equal(t, 3, w.DNSQueries())
+	assert.Equal(t, 2, w.PolicyFetches())
+
+	_, err = w.r.Refresh(ctx, "[192.0.2.1]")
+	assert.ErrorIs(t, err, mtasts.ErrInvalidDomain)
 }
