@@ -1,0 +1,222 @@
+package mtasts_test
+
+import (
+	"context"
+	"crypto/tls"
+	"net"
+	"net/http"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/seedc2a895ea/mtasts"
+	"github.com/seedc2a895ea/mtasts/mtaststest"
+)
+
+const classifyPolicy = "version: STSv1\nmode: enforce\nmx: mx1.fabrikam.com\nmax_age: 86400\n"
+
+// policyFailure publishes a valid policy for domain, lets setup break it,
+// and looks the domain up with a new Resolver on ts. It returns the error
+// Lookup returned or, when Lookup hides the failure (a malformed record counts
+// as no record), the first one passed to OnError.
+func policyFailure(t *testing.T, ts *mtaststest.Server, domain string, setup func(r *mtasts.Resolver)) error {
+	t.Helper()
+	ts.Publish(domain, "1", classifyPolicy)
+	var (
+		mu       sync.Mutex
+		reported []error
+	)
+	r := ts.Resolver()
+	r.DNSTimeout = time.Second
+	r.OnError = func(_ string, err error) {
+		mu.Lock()
+		defer mu.Unlock()
+		reported = append(reported, err)
+	}
+	if setup != nil {
+		setup(r)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	p, err := r.Lookup(ctx, domain)
+	if err != nil {
+		return err
+	}
+	require.Nil(t, p, "Lookup(%q) found a policy despite the fault", domain)
+	mu.Lock()
+	defer mu.Unlock()
+	require.NotEmpty(t, reported, "Lookup(%q) reported no failure", domain)
+	return reported[0]
+}
+
+// Every failure here is produced for real on loopback: a Resolver against a
+// broken policy host or DNS, Validate against a fetched policy, an SMTP
+// exchange with an MX that has no STARTTLS, and TLS handshakes with broken MX
+// certificates. Each must map to its RFC 8460 result type and reason code.
+func TestClassifyRealFailures(t *testing.T) {
+	t.Parallel()
+	ts := mtaststest.NewServer()
+	t.Cleanup(ts.Close)
+	ca := newMXCA(t)
+	const host = "mx1.fabrikam.com"
+
+	fault := func(f mtaststest.PolicyFault) func(*testing.T, string) error {
+		return func(t *testing.T, domain string) error {
+			return policyFailure(t, ts, domain, func(*mtasts.Resolver) { ts.SetPolicyFault(domain, f) })
+		}
+	}
+	dnsFault := func(f mtaststest.DNSFault) func(*testing.T, string) error {
+		return func(t *testing.T, domain string) error {
+			return policyFailure(t, ts, domain, func(r *mtasts.Resolver) {
+				r.DNSTimeout = 300 * time.Millisecond
+				ts.SetDNSFault("_mta-sts."+domain, f)
+			})
+		}
+	}
+	// mxSession runs EHLO and STARTTLS under mode against an MX whose
+	// certificate is of kind k (no STARTTLS at all when k < 0), and returns
+	// the failure: StartTLS's error, or under testing, the check's.
+	mxSession := func(mode mtasts.Mode, k mxCert, refuse bool) func(*testing.T, string) error {
+		return func(t *testing.T, _ string) error {
+			s := &mxSMTP{name: host, refuse: refuse}
+			if k >= 0 {
+				cert := ca.issue(t, k, host)
+				s.cert = &cert
+			}
+			startMXSMTP(t, s)
+			check, err := startTLSWithPolicy(t, s.addr, host, mxPolicy(mode), &tls.Config{RootCAs: ca.pool})
+			if err != nil {
+				return err
+			}
+			return check.Err()
+		}
+	}
+	const noSTARTTLS mxCert = -1
+
+	cases := []struct {
+		name       string
+		produce    func(t *testing.T, domain string) error
+		wantType   mtasts.ResultType
+		wantReason string
+		wantIs     error // a sentinel the error must wrap, if any
+	}{
+		// Fetching the policy (RFC 8460 §4.3.2.2).
+		{"policy 404", fault(mtaststest.PolicyNotFound), mtasts.ResultSTSPolicyFetchError, "http-status", mtasts.ErrHTTPStatus},
+		{"policy 500", fault(mtaststest.PolicyServerError), mtasts.ResultSTSPolicyFetchError, "http-status", mtasts.ErrHTTPStatus},
+		{"policy redirect", fault(mtaststest.PolicyRedirect), mtasts.ResultSTSPolicyFetchError, "http-redirect", mtasts.ErrRedirect},
+		{"policy media type", fault(mtaststest.PolicyWrongMediaType), mtasts.ResultSTSPolicyFetchError, "media-type", mtasts.ErrMediaType},
+		{"policy too large", fault(mtaststest.PolicyTooLarge), mtasts.ResultSTSPolicyFetchError, "policy-too-large", mtasts.ErrPolicyTooLarge},
+		{"policy fetch timeout", func(t *testing.T, domain string) error {
+			return policyFailure(t, ts, domain, func(r *mtasts.Resolver) {
+				r.FetchTimeout = 500 * time.Millisecond
+				ts.SetPolicyFault(domain, mtaststest.PolicyNoResponse)
+			})
+		}, mtasts.ResultSTSPolicyFetchError, "timeout", mtasts.ErrFetchTimeout},
+		{"caller's deadline during the fetch", func(t *testing.T, domain string) error {
+			ts.Publish(domain, "1", classifyPolicy)
+			ts.SetPolicyFault(domain, mtaststest.PolicyNoResponse)
+			ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
+			defer cancel()
+			p, err := ts.Resolver().Lookup(ctx, domain)
+			require.Nil(t, p)
+			return err
+		}, mtasts.ResultSTSPolicyFetchError, "timeout", mtasts.ErrFetchTimeout},
+		{"policy host unreachable", func(t *testing.T, domain string) error {
+			ln, err := net.Listen("tcp", "127.0.0.1:0")
+			require.NoError(t, err)
+			closed := ln.Addr().String()
+			ln.Close()
+			return policyFailure(t, ts, domain, func(r *mtasts.Resolver) {
+				r.HTTPClient = &http.Client{Transport: &http.Transport{
+					DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+						var d net.Dialer
+						return d.DialContext(ctx, "tcp", closed)
+					},
+				}}
+			})
+		}, mtasts.ResultSTSPolicyFetchError, "fetch-failed", mtasts.ErrPolicyFetch},
+		{"TXT SERVFAIL", dnsFault(mtaststest.DNSServFail), mtasts.ResultSTSPolicyFetchError, "dns-failure", mtasts.ErrDNSTemporary},
+		{"TXT REFUSED", dnsFault(mtaststest.DNSRefused), mtasts.ResultSTSPolicyFetchError, "dns-failure", mtasts.ErrDNSTemporary},
+		{"TXT timeout", dnsFault(mtaststest.DNSSilent), mtasts.ResultSTSPolicyFetchError, "dns-failure", mtasts.ErrDNSTemporary},
+		{"policy syntax", func(t *testing.T, domain string) error {
+			return policyFailure(t, ts, domain, func(*mtasts.Resolver) {
+				ts.SetPolicy(domain, "version: STSv1\nmode: enforce\nmx: mx1.fabrikam.com\nmax_age: soon\n")
+			})
+		}, mtasts.ResultSTSPolicyInvalid, "policy-syntax", mtasts.ErrInvalidPolicy},
+		{"policy without mode", func(t *testing.T, domain string) error {
+			return policyFailure(t, ts, domain, func(*mtasts.Resolver) {
+				ts.SetPolicy(domain, "version: STSv1\nmx: mx1.fabrikam.com\nmax_age: 86400\n")
+			})
+		}, mtasts.ResultSTSPolicyInvalid, "policy-syntax", mtasts.ErrInvalidPolicy},
+		{"record syntax (OnError)", func(t *testing.T, domain string) error {
+			return policyFailure(t, ts, domain, func(*mtasts.Resolver) {
+				ts.SetRecord(domain, "v=STSv1; id=not-alphanumeric!;")
+			})
+		}, mtasts.ResultSTSPolicyInvalid, "record-syntax", mtasts.ErrInvalidRecord},
+		{"two records (OnError)", func(t *testing.T, domain string) error {
+			return policyFailure(t, ts, domain, func(*mtasts.Resolver) {
+				ts.SetTXT("_mta-sts."+domain, []string{"v=STSv1; id=1;"}, []string{"v=STSv1; id=2;"})
+			})
+		}, mtasts.ResultSTSPolicyInvalid, "multiple-records", mtasts.ErrMultipleRecords},
+		{"policy host certificate expired", fault(mtaststest.PolicyCertExpired), mtasts.ResultSTSWebPKIInvalid, "certificate-expired", mtasts.ErrWebPKI},
+		{"policy host certificate wrong name", fault(mtaststest.PolicyCertWrongName), mtasts.ResultSTSWebPKIInvalid, "certificate-host-mismatch", mtasts.ErrWebPKI},
+		{"policy host certificate untrusted", fault(mtaststest.PolicyCertUntrusted), mtasts.ResultSTSWebPKIInvalid, "certificate-not-trusted", mtasts.ErrWebPKI},
+
+		// Delivering to an MX host (RFC 8460 §4.3.1).
+		{"MX not allowed", func(t *testing.T, domain string) error {
+			ts.Publish(domain, "1", classifyPolicy)
+			p, err := ts.Resolver().Lookup(context.Background(), domain)
+			require.NoError(t, err)
+			return p.Validate("mx.attacker.example")
+		}, mtasts.ResultValidationFailure, "mx-not-allowed", mtasts.ErrMXNotAllowed},
+		{"no STARTTLS", mxSession(mtasts.ModeEnforce, noSTARTTLS, false), mtasts.ResultSTARTTLSNotSupported, "starttls-not-offered", mtasts.ErrNoSTARTTLS},
+		{"STARTTLS answered 454", mxSession(mtasts.ModeEnforce, mxCertGood, true), mtasts.ResultSTARTTLSNotSupported, "starttls-not-offered", mtasts.ErrNoSTARTTLS},
+		{"MX certificate expired (enforce)", mxSession(mtasts.ModeEnforce, mxCertExpired, false), mtasts.ResultCertificateExpired, "certificate-expired", nil},
+		{"MX certificate untrusted (enforce)", mxSession(mtasts.ModeEnforce, mxCertUntrusted, false), mtasts.ResultCertificateNotTrusted, "certificate-not-trusted", nil},
+		{"MX certificate wrong host (enforce)", mxSession(mtasts.ModeEnforce, mxCertWrongHost, false), mtasts.ResultCertificateHostMismatch, "certificate-host-mismatch", nil},
+		{"MX certificate CN only (enforce)", mxSession(mtasts.ModeEnforce, mxCertCNOnly, false), mtasts.ResultCertificateHostMismatch, "certificate-host-mismatch", nil},
+		{"MX certificate expired (testing)", mxSession(mtasts.ModeTesting, mxCertExpired, false), mtasts.ResultCertificateExpired, "certificate-expired", nil},
+		{"MX certificate untrusted (testing)", mxSession(mtasts.ModeTesting, mxCertUntrusted, false), mtasts.ResultCertificateNotTrusted, "certificate-not-trusted", nil},
+		{"MX certificate wrong host (testing)", mxSession(mtasts.ModeTesting, mxCertWrongHost, false), mtasts.ResultCertificateHostMismatch, "certificate-host-mismatch", nil},
+		{"MX speaks only TLS 1.1", func(t *testing.T, _ string) error {
+			addr, hellos := startMXTLS(t, ca.issue(t, mxCertGood, host), tls.VersionTLS11)
+			cfg, _ := mxPolicy(mtasts.ModeEnforce).TLSConfig(host, &tls.Config{RootCAs: ca.pool})
+			err := mxHandshake(t, addr, cfg)
+			mxNextHello(t, hellos)
+			return err
+		}, mtasts.ResultValidationFailure, "tls-failure", nil},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			domain := strings.NewReplacer(" ", "-", "(", "", ")", "", "'", "").Replace(tc.name) + ".classify.example"
+			err := tc.produce(t, domain)
+			require.Error(t, err, "the failure did not happen")
+			if tc.wantIs != nil {
+				require.ErrorIs(t, err, tc.wantIs)
+			}
+			gotType, gotReason := mtasts.Classify(err)
+			assert.Equal(t, tc.wantType, gotType, "Classify(%v) result type", err)
+			assert.Equal(t, tc.wantReason, gotReason, "Classify(%v) reason", err)
+		})
+	}
+}
+
+// A session that succeeds has nothing to report.
+func TestClassifySuccess(t *testing.T) {
+	t.Parallel()
+	const host = "mx1.fabrikam.com"
+	ca := newMXCA(t)
+	cert := ca.issue(t, mxCertGood, host)
+	s := startMXSMTP(t, &mxSMTP{name: host, cert: &cert})
+	check, err := startTLSWithPolicy(t, s.addr, host, mxPolicy(mtasts.ModeEnforce), &tls.Config{RootCAs: ca.pool})
+	require.NoError(t, err)
+	require.NoError(t, check.Err())
+	typ, reason := mtasts.Classify(check.Err())
+	assert.Empty(t, typ)
+	assert.Empty(t, reason)
+}
