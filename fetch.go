@@ -59,6 +59,12 @@ func (r *Resolver) fetch(ctx context.Context, domain string) (*Policy, error) {
 		return nil, fmt.Errorf("%w: %w: %s: Content-Length %d", ErrPolicyFetch, ErrPolicyTooLarge, url, resp.ContentLength)
 	}
 	body, err := io.ReadAll(io.LimitReader(resp.Body, MaxPolicySize+1))
+	if err == nil && ctx.Err() != nil {
+		// A body that ends when the connection does (HTTP/1.0 without a
+		// length) can read as complete once the deadline has closed it: what
+		// was read may be cut short.
+		err = ctx.Err()
+	}
 	if err != nil {
 		return nil, fetchError(url, err)
 	}
