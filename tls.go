@@ -13,7 +13,9 @@ import (
 // under the policy p, and a TLSCheck that tells, after the handshake, whether
 // the host's certificate was valid for it (RFC 8461 §4.2, §5). Pass the
 // configuration as it is to net/smtp's Client.StartTLS, go-smtp's
-// NewClientStartTLS or tls.Client.
+// NewClientStartTLS or tls.Client. Both SMTP clients run the handshake with
+// the EHLO that follows STARTTLS: net/smtp's StartTLS returns its error,
+// go-smtp's next command does.
 //
 // The configuration is a clone of base, which is never modified; a nil base
 // counts as a zero tls.Config. What TLSConfig adds depends on p's mode:
