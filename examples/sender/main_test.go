@@ -1,0 +1,582 @@
+package main
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"errors"
+	"fmt"
+	"io"
+	"log"
+	"math/big"
+	"net"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	gosmtp "github.com/emersion/go-smtp"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/seedc2a895ea/mtasts"
+	"github.com/seedc2a895ea/mtasts/mtaststest"
+)
+
+const (
+	domain    = "fabrikam.com"
+	badHost   = "mx1.fabrikam.com" // listed in the policy, broken as a test needs
+	goodHost  = "mx2.fabrikam.com" // listed in the policy, with STARTTLS and a good certificate
+	otherHost = "mx.attacker.com"  // not listed in the policy, otherwise good
+	recipient = "bob@fabrikam.com"
+	sender    = "alice@contoso.com"
+	message   = "From: alice@contoso.com\r\nTo: bob@fabrikam.com\r\nSubject: MTA-STS test\r\n\r\nHello, Bob.\r\n"
+)
+
+func policy(mode mtasts.Mode) string {
+	return "version: STSv1\nmode: " + string(mode) + "\nmx: " + badHost + "\nmx: " + goodHost + "\nmax_age: 86400\n"
+}
+
+// testCA is a certificate authority made in the test; the Sender trusts it
+// and nothing else.
+type testCA struct {
+	cert *x509.Certificate
+	key  *ecdsa.PrivateKey
+	pool *x509.CertPool
+}
+
+func newTestCA(t *testing.T) *testCA {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	require.NoError(t, err)
+	tmpl := &x509.Certificate{
+		SerialNumber:          big.NewInt(1),
+		Subject:               pkix.Name{CommonName: "sender test authority"},
+		NotBefore:             time.Now().Add(-time.Hour),
+		NotAfter:              time.Now().AddDate(1, 0, 0),
+		IsCA:                  true,
+		BasicConstraintsValid: true,
+		KeyUsage:              x509.KeyUsageCertSign,
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	require.NoError(t, err)
+	cert, err := x509.ParseCertificate(der)
+	require.NoError(t, err)
+	pool := x509.NewCertPool()
+	pool.AddCert(cert)
+	return &testCA{cert: cert, key: key, pool: pool}
+}
+
+// mxKind is how a test MX host behaves.
+type mxKind int
+
+const (
+	mxGood       mxKind = iota // STARTTLS with a certificate for its name, from the CA
+	mxNoSTARTTLS               // does not offer STARTTLS
+	mxExpired                  // STARTTLS with an expired certificate
+	mxUntrusted                // STARTTLS with a self-signed certificate
+	mxWrongHost                // STARTTLS with a certificate for another name
+	mxRejects                  // as good, but refuses the recipient with 550
+)
+
+func (ca *testCA) issue(t *testing.T, host string, kind mxKind) tls.Certificate {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	require.NoError(t, err)
+	serial, err := rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 64))
+	require.NoError(t, err)
+	now := time.Now()
+	tmpl := &x509.Certificate{
+		SerialNumber: serial,
+		Subject:      pkix.Name{CommonName: host},
+		DNSNames:     []string{host},
+		NotBefore:    now.Add(-time.Hour),
+		NotAfter:     now.Add(24 * time.Hour),
+		KeyUsage:     x509.KeyUsageDigitalSignature,
+		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+	}
+	parent, signer := ca.cert, any(ca.key)
+	switch kind {
+	case mxExpired:
+		tmpl.NotBefore, tmpl.NotAfter = now.Add(-72*time.Hour), now.Add(-24*time.Hour)
+	case mxUntrusted:
+		parent, signer = tmpl, key
+	case mxWrongHost:
+		tmpl.Subject.CommonName, tmpl.DNSNames = "mx.elsewhere.example", []string{"mx.elsewhere.example"}
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, parent, &key.PublicKey, signer)
+	require.NoError(t, err)
+	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}
+}
+
+// received is a message an MX host accepted.
+type received struct {
+	from string
+	to   []string
+	data string
+	tls  bool
+	sni  string // the server name the client sent, over TLS
+}
+
+// mx is a receiving SMTP server (go-smtp) on 127.0.0.1 for one MX host name.
+type mx struct {
+	host   string
+	addr   string
+	kind   mxKind
+	mu     sync.Mutex // mu guards got.
+	got    []received
+	server *gosmtp.Server
+}
+
+func (m *mx) messages() []received {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return append([]received(nil), m.got...)
+}
+
+// session is one SMTP session on an mx.
+type session struct {
+	m    *mx
+	conn *gosmtp.Conn
+	from string
+	to   []string
+}
+
+func (s *session) Reset()        { s.from, s.to = "", nil }
+func (s *session) Logout() error { return nil }
+
+func (s *session) Mail(from string, _ *gosmtp.MailOptions) error {
+	s.from = from
+	return nil
+}
+
+func (s *session) Rcpt(to string, _ *gosmtp.RcptOptions) error {
+	if s.m.kind == mxRejects {
+		return &gosmtp.SMTPError{Code: 550, EnhancedCode: gosmtp.EnhancedCode{5, 1, 1}, Message: "no such mailbox"}
+	}
+	s.to = append(s.to, to)
+	return nil
+}
+
+func (s *session) Data(r io.Reader) error {
+	data, err := io.ReadAll(r)
+	if err != nil {
+		return err
+	}
+	state, isTLS := s.conn.TLSConnectionState()
+	s.m.mu.Lock()
+	defer s.m.mu.Unlock()
+	s.m.got = append(s.m.got, received{from: s.from, to: s.to, data: string(data), tls: isTLS, sni: state.ServerName})
+	return nil
+}
+
+// world is a fake Internet on loopback: DNS and policy hosts from
+// mtaststest, and SMTP servers for MX host names, which the Sender reaches
+// through its Dial.
+type world struct {
+	ts *mtaststest.Server
+	ca *testCA
+
+	mu      sync.Mutex // mu guards mxs and reports.
+	mxs     map[string]*mx
+	reports []Failure
+}
+
+func newWorld(t *testing.T) *world {
+	t.Helper()
+	ts := mtaststest.NewServer()
+	t.Cleanup(ts.Close)
+	return &world{ts: ts, ca: newTestCA(t), mxs: map[string]*mx{}}
+}
+
+// startMX runs an SMTP server of the given kind for host.
+func (w *world) startMX(t *testing.T, host string, kind mxKind) *mx {
+	t.Helper()
+	m := &mx{host: host, kind: kind}
+	s := gosmtp.NewServer(gosmtp.BackendFunc(func(c *gosmtp.Conn) (gosmtp.Session, error) {
+		return &session{m: m, conn: c}, nil
+	}))
+	s.Domain = host
+	s.ReadTimeout, s.WriteTimeout = 10*time.Second, 10*time.Second
+	s.ErrorLog = log.New(io.Discard, "", 0) // handshakes fail on purpose
+	if kind != mxNoSTARTTLS {
+		cert := w.ca.issue(t, host, kind)
+		s.TLSConfig = &tls.Config{Certificates: []tls.Certificate{cert}}
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	m.addr, m.server = ln.Addr().String(), s
+	go s.Serve(ln)
+	t.Cleanup(func() { s.Close() })
+	w.mu.Lock()
+	w.mxs[host] = m
+	w.mu.Unlock()
+	return m
+}
+
+// dial maps "<MX host>:25" to the loopback port of that host's server.
+func (w *world) dial(ctx context.Context, network, addr string) (net.Conn, error) {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return nil, err
+	}
+	w.mu.Lock()
+	m := w.mxs[host]
+	w.mu.Unlock()
+	if m == nil || port != "25" {
+		return nil, &net.OpError{Op: "dial", Net: network, Err: errors.New("connection refused: no test server for " + addr)}
+	}
+	var d net.Dialer
+	return d.DialContext(ctx, network, m.addr)
+}
+
+func (w *world) report(f Failure) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.reports = append(w.reports, f)
+}
+
+func (w *world) reported() []Failure {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return append([]Failure(nil), w.reports...)
+}
+
+func (w *world) sender() *Sender {
+	return &Sender{
+		Hostname: "mail.contoso.com",
+		MX:       w.ts.NetResolver(),
+		STS:      w.ts.Resolver(),
+		Dial:     w.dial,
+		RootCAs:  w.ca.pool,
+		Report:   w.report,
+	}
+}
+
+func send(t *testing.T, s *Sender) (*Delivery, error) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	return s.Send(ctx, sender, recipient, []byte(message))
+}
+
+// assertDelivered checks that m, and only m of the hosts given, got the
+// message, over TLS with SNI = its name or in plain text.
+func assertDelivered(t *testing.T, m *mx, overTLS bool, others ...*mx) {
+	t.Helper()
+	got := m.messages()
+	if assert.Len(t, got, 1, "messages at %s", m.host) {
+		assert.Equal(t, sender, got[0].from)
+		assert.Equal(t, []string{recipient}, got[0].to)
+		assert.Contains(t, got[0].data, "Subject: MTA-STS test")
+		assert.Contains(t, got[0].data, "Hello, Bob.")
+		assert.Equal(t, overTLS, got[0].tls, "message at %s came over TLS", m.host)
+		if overTLS {
+			assert.Equal(t, m.host, got[0].sni, "SNI at %s", m.host)
+		}
+	}
+	for _, o := range others {
+		assert.Empty(t, o.messages(), "messages at %s", o.host)
+	}
+}
+
+// failureTypes lists the MX hosts and result types of failures.
+func failureTypes(fs []Failure) []string {
+	var out []string
+	for _, f := range fs {
+		out = append(out, f.MX+" "+string(f.Result))
+	}
+	return out
+}
+
+// The broken MX hosts a policy must catch, and what each is reported as.
+var brokenMX = []struct {
+	name string
+	host string
+	kind mxKind
+	want mtasts.ResultType
+}{
+	{"outside the policy", otherHost, mxGood, mtasts.ResultValidationFailure},
+	{"no STARTTLS", badHost, mxNoSTARTTLS, mtasts.ResultSTARTTLSNotSupported},
+	{"expired certificate", badHost, mxExpired, mtasts.ResultCertificateExpired},
+	{"untrusted certificate", badHost, mxUntrusted, mtasts.ResultCertificateNotTrusted},
+	{"certificate for another host", badHost, mxWrongHost, mtasts.ResultCertificateHostMismatch},
+}
+
+func TestSendGoodMX(t *testing.T) {
+	t.Parallel()
+	w := newWorld(t)
+	w.ts.Publish(domain, "1", policy(mtasts.ModeEnforce))
+	w.ts.SetMX(domain, goodHost)
+	good := w.startMX(t, goodHost, mxGood)
+
+	d, err := send(t, w.sender())
+	require.NoError(t, err)
+	assert.Equal(t, goodHost, d.MX)
+	assert.True(t, d.TLS)
+	require.NotNil(t, d.Policy)
+	assert.Equal(t, mtasts.ModeEnforce, d.Policy.Mode)
+	assertDelivered(t, good, true)
+	assert.Empty(t, w.reported())
+}
+
+// RFC 8461 §5.1: under enforce a broken MX is skipped and the next one used.
+func TestSendEnforceSkipsBrokenMX(t *testing.T) {
+	t.Parallel()
+	for _, tc := range brokenMX {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			w := newWorld(t)
+			w.ts.Publish(domain, "1", policy(mtasts.ModeEnforce))
+			w.ts.SetMX(domain, tc.host, goodHost)
+			bad := w.startMX(t, tc.host, tc.kind)
+			good := w.startMX(t, goodHost, mxGood)
+
+			d, err := send(t, w.sender())
+			require.NoError(t, err)
+			assert.Equal(t, goodHost, d.MX)
+			assertDelivered(t, good, true, bad)
+			assert.Equal(t, []string{tc.host + " " + string(tc.want)}, failureTypes(w.reported()))
+			assert.Equal(t, w.reported(), d.Failures)
+		})
+	}
+}
+
+// RFC 8461 §5.1: with no MX left under enforce the message is deferred,
+// never bounced, and goes nowhere.
+func TestSendEnforceNoUsableMX(t *testing.T) {
+	t.Parallel()
+	for _, tc := range brokenMX {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			w := newWorld(t)
+			w.ts.Publish(domain, "1", policy(mtasts.ModeEnforce))
+			w.ts.SetMX(domain, tc.host)
+			bad := w.startMX(t, tc.host, tc.kind)
+
+			var stdout, stderr strings.Builder
+			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+			defer cancel()
+			code := run(ctx, w.sender(), []string{"-from", sender, "-to", recipient},
+				strings.NewReader(message), &stdout, &stderr)
+			assert.Equal(t, exitTempFail, code, "exit status; stderr:\n%s", stderr.String())
+			assert.Contains(t, stderr.String(), "451 4.4.0 temporary failure")
+			assert.Empty(t, stdout.String())
+			assert.Empty(t, bad.messages(), "messages at %s", bad.host)
+			failures := w.reported()
+			require.NotEmpty(t, failures)
+			for _, f := range failures {
+				assert.Equal(t, tc.host+" "+string(tc.want), f.MX+" "+string(f.Result))
+			}
+			assert.Contains(t, stderr.String(), "report: "+domain+" MX "+tc.host+": "+string(tc.want))
+		})
+	}
+}
+
+// Under testing the broken MX is used, and what failed is reported.
+func TestSendTestingDeliversAndReports(t *testing.T) {
+	t.Parallel()
+	for _, tc := range brokenMX {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			w := newWorld(t)
+			w.ts.Publish(domain, "1", policy(mtasts.ModeTesting))
+			w.ts.SetMX(domain, tc.host, goodHost)
+			bad := w.startMX(t, tc.host, tc.kind)
+			good := w.startMX(t, goodHost, mxGood)
+
+			d, err := send(t, w.sender())
+			require.NoError(t, err)
+			assert.Equal(t, tc.host, d.MX)
+			assertDelivered(t, bad, tc.kind != mxNoSTARTTLS, good)
+			assert.Equal(t, []string{tc.host + " " + string(tc.want)}, failureTypes(w.reported()))
+		})
+	}
+}
+
+// Without a policy, or under none, the sender is as opportunistic as before:
+// the first MX gets the message, and there is nothing to report.
+func TestSendWithoutPolicy(t *testing.T) {
+	t.Parallel()
+	for _, setup := range []struct {
+		name    string
+		publish func(*mtaststest.Server)
+	}{
+		{"no record", func(*mtaststest.Server) {}},
+		{"mode none", func(ts *mtaststest.Server) {
+			ts.Publish(domain, "1", "version: STSv1\nmode: none\nmax_age: 86400\n")
+		}},
+	} {
+		for _, tc := range brokenMX {
+			t.Run(setup.name+"/"+tc.name, func(t *testing.T) {
+				t.Parallel()
+				w := newWorld(t)
+				setup.publish(w.ts)
+				w.ts.SetMX(domain, tc.host, goodHost)
+				bad := w.startMX(t, tc.host, tc.kind)
+				good := w.startMX(t, goodHost, mxGood)
+
+				d, err := send(t, w.sender())
+				require.NoError(t, err)
+				assert.Equal(t, tc.host, d.MX)
+				assertDelivered(t, bad, tc.kind != mxNoSTARTTLS, good)
+				assert.Empty(t, w.reported())
+			})
+		}
+	}
+}
+
+// A policy that cannot be fetched, with nothing cached, is reported, and the
+// message goes out as though the domain had no policy (RFC 8461 §5).
+func TestSendPolicyFetchFails(t *testing.T) {
+	t.Parallel()
+	w := newWorld(t)
+	w.ts.Publish(domain, "1", policy(mtasts.ModeEnforce))
+	w.ts.SetPolicyFault(domain, mtaststest.PolicyCertExpired)
+	w.ts.SetMX(domain, otherHost, goodHost)
+	other := w.startMX(t, otherHost, mxGood)
+	good := w.startMX(t, goodHost, mxGood)
+
+	d, err := send(t, w.sender())
+	require.NoError(t, err)
+	assert.Nil(t, d.Policy)
+	assertDelivered(t, other, true, good)
+	failures := w.reported()
+	require.Len(t, failures, 1)
+	assert.Empty(t, failures[0].MX)
+	assert.Equal(t, mtasts.ResultSTSWebPKIInvalid, failures[0].Result)
+	assert.Equal(t, "certificate-expired", failures[0].Reason)
+}
+
+// RFC 8461 §5.1: before deferring a message that the cached policy refuses,
+// the sender asks DNS for a new policy, and uses it if there is one.
+func TestSendRefreshesPolicyBeforeGivingUp(t *testing.T) {
+	t.Parallel()
+	for _, republish := range []bool{true, false} {
+		t.Run(fmt.Sprintf("new policy %v", republish), func(t *testing.T) {
+			t.Parallel()
+			const newHost = "mx3.fabrikam.com"
+			w := newWorld(t)
+			w.ts.Publish(domain, "1", policy(mtasts.ModeEnforce))
+			w.ts.SetMX(domain, goodHost)
+			good := w.startMX(t, goodHost, mxGood)
+			s := w.sender()
+			_, err := send(t, s) // caches policy 1, whose TXT TTL is minutes
+			require.NoError(t, err)
+			assertDelivered(t, good, true)
+
+			// The domain moves its mail to mx3 and, maybe, says so.
+			w.ts.SetMX(domain, newHost)
+			moved := w.startMX(t, newHost, mxGood)
+			if republish {
+				w.ts.Publish(domain, "2", "version: STSv1\nmode: enforce\nmx: "+newHost+"\nmax_age: 86400\n")
+			}
+			d, err := send(t, s)
+			assert.Equal(t, []string{newHost + " " + string(mtasts.ResultValidationFailure)}, failureTypes(w.reported()))
+			if !republish {
+				var temp *TempError
+				assert.ErrorAs(t, err, &temp)
+				assert.Empty(t, moved.messages())
+				return
+			}
+			require.NoError(t, err)
+			assert.Equal(t, "2", d.Policy.ID)
+			assertDelivered(t, moved, true)
+		})
+	}
+}
+
+// A 5xx reply is the MX's decision about the message: it is returned to its
+// sender and no other MX is tried.
+func TestSendPermanentRefusal(t *testing.T) {
+	t.Parallel()
+	w := newWorld(t)
+	w.ts.Publish(domain, "1", policy(mtasts.ModeEnforce))
+	w.ts.SetMX(domain, badHost, goodHost)
+	rejects := w.startMX(t, badHost, mxRejects)
+	good := w.startMX(t, goodHost, mxGood)
+
+	var stdout, stderr strings.Builder
+	code := run(context.Background(), w.sender(), []string{"-from", sender, "-to", recipient},
+		strings.NewReader(message), &stdout, &stderr)
+	assert.Equal(t, exitUnavailable, code, "exit status; stderr:\n%s", stderr.String())
+	assert.Contains(t, stderr.String(), "550")
+	assert.Empty(t, rejects.messages())
+	assert.Empty(t, good.messages())
+	assert.Empty(t, w.reported())
+}
+
+func TestRunDelivers(t *testing.T) {
+	t.Parallel()
+	w := newWorld(t)
+	w.ts.Publish(domain, "1", policy(mtasts.ModeEnforce))
+	w.ts.SetMX(domain, goodHost)
+	good := w.startMX(t, goodHost, mxGood)
+
+	var stdout, stderr strings.Builder
+	code := run(context.Background(), w.sender(), []string{"-from", sender, "-to", recipient, "-hostname", "mail.contoso.com"},
+		strings.NewReader(message), &stdout, &stderr)
+	assert.Equal(t, exitOK, code, "exit status; stderr:\n%s", stderr.String())
+	assert.Equal(t, "delivered to "+goodHost+" over TLS\n", stdout.String())
+	assertDelivered(t, good, true)
+}
+
+func TestRunUsage(t *testing.T) {
+	t.Parallel()
+	for _, args := range [][]string{{}, {"-from", sender}, {"-to", recipient, "extra"}, {"-bogus"}} {
+		var stdout, stderr strings.Builder
+		code := run(context.Background(), &Sender{}, args, strings.NewReader(message), &stdout, &stderr)
+		assert.Equal(t, exitUsage, code, "run(%q)", args)
+	}
+}
+
+// go-smtp's client takes Policy.TLSConfig's configuration as it is.
+func TestGoSMTPClient(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		kind mxKind
+		want mtasts.ResultType
+	}{
+		{mxGood, ""},
+		{mxExpired, mtasts.ResultCertificateExpired},
+		{mxWrongHost, mtasts.ResultCertificateHostMismatch},
+	} {
+		w := newWorld(t)
+		m := w.startMX(t, goodHost, tc.kind)
+		p := &mtasts.Policy{Mode: mtasts.ModeEnforce, MX: []string{goodHost}}
+		cfg, check := p.TLSConfig(goodHost, &tls.Config{RootCAs: w.ca.pool})
+		conn, err := net.Dial("tcp", m.addr)
+		require.NoError(t, err)
+		c, err := gosmtp.NewClientStartTLS(conn, cfg)
+		if err == nil {
+			// go-smtp runs the handshake with the first command after STARTTLS.
+			err = c.Hello("mail.contoso.com")
+		}
+		got, _ := mtasts.Classify(err)
+		assert.Equal(t, tc.want, got, "Classify(%v)", err)
+		if err == nil {
+			assert.True(t, check.Verified())
+			require.NoError(t, c.SendMail(sender, []string{recipient}, strings.NewReader(message)))
+			require.NoError(t, c.Quit())
+			assertDelivered(t, m, true)
+		} else {
+			conn.Close()
+		}
+	}
+}
+
+// RFC 7505: a domain whose only MX is "." accepts no mail.
+func TestSendNullMX(t *testing.T) {
+	t.Parallel()
+	w := newWorld(t)
+	w.ts.SetMX(domain, ".")
+	var stdout, stderr strings.Builder
+	code := run(context.Background(), w.sender(), []string{"-from", sender, "-to", recipient},
+		strings.NewReader(message), &stdout, &stderr)
+	assert.Equal(t, exitUnavailable, code, "exit status; stderr:\n%s", stderr.String())
+	assert.Contains(t, stderr.String(), "accepts no mail")
+}
