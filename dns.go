@@ -176,10 +176,10 @@ func (r *Resolver) exchangeWith(ctx context.Context, m *dns.Msg, server string) 
 	// Timeout as well as ctx: without it the client holds each read to its
 	// own default of two seconds, whatever DNSTimeout says.
 	c := &dns.Client{Net: "udp", UDPSize: ednsSize, Timeout: r.dnsTimeout()}
-	resp, _, err := c.ExchangeContext(ctx, m, server)
+	resp, err := exchangeConn(ctx, c, m, server)
 	if err == nil && resp.Truncated {
 		c.Net = "tcp"
-		resp, _, err = c.ExchangeContext(ctx, m, server)
+		resp, err = exchangeConn(ctx, c, m, server)
 	}
 	if err == nil {
 		err = checkReply(m, resp)
@@ -188,6 +188,25 @@ func (r *Resolver) exchangeWith(ctx context.Context, m *dns.Msg, server string) 
 		return nil, fmt.Errorf("%s: %w", server, err)
 	}
 	return resp, nil
+}
+
+// exchangeConn sends m to server over c.Net and returns the answer. It stops
+// waiting as soon as ctx is done: the client library applies ctx's deadline
+// but not its cancellation, which would leave a lookup that every caller has
+// given up on waiting out the whole of DNSTimeout.
+func exchangeConn(ctx context.Context, c *dns.Client, m *dns.Msg, server string) (*dns.Msg, error) {
+	co, err := c.DialContext(ctx, server)
+	if err != nil {
+		return nil, err
+	}
+	defer co.Close()
+	stop := context.AfterFunc(ctx, func() { co.SetDeadline(time.Now()) })
+	defer stop()
+	resp, _, err := c.ExchangeWithConnContext(ctx, m, co)
+	if err != nil && ctx.Err() != nil {
+		err = fmt.Errorf("%w (%w)", ctx.Err(), err)
+	}
+	return resp, err
 }
 
 // checkReply accepts resp as the answer to the query m: a response with m's
