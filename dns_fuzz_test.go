@@ -203,7 +203,7 @@ func FuzzDNSAnswer(f *testing.F) {
 // so that it does not rely on the presentation escapes that joinTXT undoes.
 func wireTXT(t *testing.T, txt *dns.TXT) string {
 	rr := &dns.TXT{Hdr: dns.RR_Header{Name: ".", Rrtype: dns.TypeTXT, Class: dns.ClassINET}, Txt: txt.Txt}
-	buf := make([]byte, 1<<17)
+	buf := make([]byte, dns.Len(rr)+1)
 	off, err := dns.PackRR(rr, buf, 0, nil, false)
 	if err != nil {
 		t.Fatalf("packing %v again: %v", txt, err)
