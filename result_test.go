@@ -119,7 +119,9 @@ func TestClassifyRealFailures(t *testing.T) {
 		{"caller's deadline during the fetch", func(t *testing.T, domain string) error {
 			ts.Publish(domain, "1", classifyPolicy)
 			ts.SetPolicyFault(domain, mtaststest.PolicyNoResponse)
-			ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
+			// Long enough for the DNS query to be answered, so that the
+			// deadline falls in the fetch.
+			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 			defer cancel()
 			p, err := ts.Resolver().Lookup(ctx, domain)
 			require.Nil(t, p)
