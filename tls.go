@@ -110,8 +110,9 @@ type TLSCheck struct {
 	err  error      // its failure, if any
 }
 
-// Host returns the name that the certificate is checked against and that is
-// sent as SNI: the MX host in lower-case A-labels, without a trailing dot.
+// Host returns the MX host in lower-case A-labels, without a trailing dot:
+// under enforce and testing, the name sent as SNI and required in the
+// certificate.
 func (c *TLSCheck) Host() string {
 	if c == nil {
 		return ""
