@@ -85,4 +85,8 @@ var (
 	// ErrCacheCorrupt means a cached entry could not be decoded. Lookup reports
 	// it and goes on as though the entry were absent.
 	ErrCacheCorrupt = errors.New("mtasts: corrupt cache entry")
+
+	// ErrCache means the Cache failed to read or write. Lookup reports it and
+	// goes on with its in-memory cache; fix the store.
+	ErrCache = errors.New("mtasts: cache failure")
 )

@@ -80,7 +80,18 @@ func (p *Policy) Expires() time.Time { return p.Fetched.Add(p.MaxAge) }
 // Validate checks the name only; the certificate of the MX must also be valid
 // for mxHost (RFC 8461 §4.2).
 func (p *Policy) Validate(mxHost string) error {
-	if p == nil || p.Mode != ModeEnforce || p.Match(mxHost) {
+	if p == nil || p.Mode != ModeEnforce {
+		return nil
+	}
+	return p.CheckMX(mxHost)
+}
+
+// CheckMX is Validate whatever the mode, for reporting: it returns an
+// *MXError (wrapping ErrMXNotAllowed) when p is a testing or enforce policy
+// that mxHost does not match, and nil otherwise. Under testing, deliver anyway
+// and report the error (Classify gives validation-failure).
+func (p *Policy) CheckMX(mxHost string) error {
+	if p == nil || p.Mode == ModeNone || p.Match(mxHost) {
 		return nil
 	}
 	return &MXError{Host: mxHost, Domain: p.Domain, Patterns: p.MX}

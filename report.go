@@ -285,7 +285,9 @@ type detailKey struct {
 // Add counts one session in the report of its policy domain and day. It
 // returns an error wrapping ErrInvalidReport, and counts nothing, when the
 // result has no valid policy domain, names a domain other than its policy's,
-// or is a failure without SendingIP or MXHost.
+// is a failure without SendingIP or MXHost, or carries an error that is the
+// sender's own rather than the domain's (Classify gives it no result type,
+// as for a cache failure).
 func (c *ReportCollector) Add(res SessionResult) error {
 	domain, err := res.policyDomain()
 	if err != nil {
@@ -301,6 +303,9 @@ func (c *ReportCollector) Add(res SessionResult) error {
 			return fmt.Errorf("%w: failure for %s: MX host: %w", ErrInvalidReport, domain, err)
 		}
 		fail.resultType, fail.reason = Classify(res.Err)
+		if fail.resultType == "" {
+			return fmt.Errorf("%w: %s: not a failure of the domain's to report: %w", ErrInvalidReport, domain, res.Err)
+		}
 		fail.sendingIP = addrString(res.SendingIP)
 		fail.mxHost = mx
 		fail.helo = strings.TrimSpace(res.HELO)

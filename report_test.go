@@ -474,6 +474,8 @@ func TestReportCollectorAddRefusesIncompleteResults(t *testing.T) {
 		{"failure without the sending address", mtasts.SessionResult{Domain: "example.com", Err: failure, MXHost: "mx1.example.com"}},
 		{"failure without the MX host", mtasts.SessionResult{Domain: "example.com", Err: failure, SendingIP: sender}},
 		{"failure with an MX host that is no name", mtasts.SessionResult{Domain: "example.com", Err: failure, MXHost: "mx..example.com", SendingIP: sender}},
+		{"the sender's own cache failure", mtasts.SessionResult{Domain: "example.com", Err: fmt.Errorf("%w: writing example.com: disk full", mtasts.ErrCache), MXHost: "mx1.example.com", SendingIP: sender}},
+		{"no record is no failure", mtasts.SessionResult{Domain: "example.com", Err: fmt.Errorf("%w at _mta-sts.example.com", mtasts.ErrNoRecord), MXHost: "mx1.example.com", SendingIP: sender}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -426,7 +426,7 @@ func (r *Resolver) loadCache(ctx context.Context, d string) *state {
 	data, err := r.Cache.Get(ctx, d)
 	if err != nil {
 		if !errors.Is(err, ErrCacheMiss) {
-			r.report(d, fmt.Errorf("mtasts: reading cache: %w", err))
+			r.report(d, fmt.Errorf("%w: reading %s: %w", ErrCache, d, err))
 		}
 		return s
 	}
@@ -445,7 +445,7 @@ func (r *Resolver) storeCache(ctx context.Context, p *Policy) error {
 		err = r.Cache.Put(ctx, p.Domain, data)
 	}
 	if err != nil {
-		return fmt.Errorf("mtasts: writing cache: %w", err)
+		return fmt.Errorf("%w: writing %s: %w", ErrCache, p.Domain, err)
 	}
 	return nil
 }

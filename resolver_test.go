@@ -793,7 +793,8 @@ func TestFailingCache(t *testing.T) {
 	mustPolicy(t, w.r, "d.example")
 	fails := w.fails.list()
 	require.NotEmpty(t, fails)
-	assert.ErrorContains(t, fails[len(fails)-1], "writing cache")
+	assert.ErrorIs(t, fails[len(fails)-1], mtasts.ErrCache)
+	assert.ErrorContains(t, fails[len(fails)-1], "writing d.example")
 }
 
 // RFC 8461 §5.1: before failing a message for a policy, check for a new one.

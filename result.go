@@ -33,7 +33,12 @@ var ErrNoSTARTTLS = errors.New("mtasts: MX host does not offer STARTTLS")
 // Classify turns an error from this package, from crypto/tls or from
 // crypto/x509 into the RFC 8460 result type to report and a short failure
 // reason code (for the report's failure-reason-code). It looks through
-// wrapping with errors.Is and errors.As. A nil error gives "", "".
+// wrapping with errors.Is and errors.As.
+//
+// An error that is not the receiving domain's failure gives "", "": nil, a
+// domain with no record (ErrNoRecord), a malformed domain given to Lookup
+// (ErrInvalidDomain), and the sender's own cache problems (ErrCache,
+// ErrCacheCorrupt, ErrCacheMiss). Do not report those to the domain.
 //
 // An MX host that matches no pattern of an enforced policy has no result type
 // of its own in RFC 8460; it is reported as validation-failure with reason
@@ -46,7 +51,8 @@ func Classify(err error) (ResultType, string) {
 		cve  *tls.CertificateVerificationError
 	)
 	switch {
-	case err == nil:
+	case err == nil, errors.Is(err, ErrNoRecord), errors.Is(err, ErrInvalidDomain),
+		errors.Is(err, ErrCache), errors.Is(err, ErrCacheCorrupt), errors.Is(err, ErrCacheMiss):
 		return "", ""
 
 	// Policy discovery and fetch. The certificate of the policy host is a
