@@ -208,12 +208,11 @@ func (s *Sender) tryAll(ctx context.Context, d *Delivery, p *mtasts.Policy, mxs 
 func (s *Sender) tryMX(ctx context.Context, d *Delivery, p *mtasts.Policy, mx, from, to string, msg []byte) (usedTLS, policyErr bool, err error) {
 	// RFC 8461 §4.1, §5: under enforce, an MX host that matches none of the
 	// policy's patterns is not used. Under testing it is, and reported.
-	if err := p.Validate(mx); err != nil {
+	if err := p.CheckMX(mx); err != nil {
 		s.report(d, mx, err)
-		return false, true, err
-	}
-	if p != nil && p.Mode == mtasts.ModeTesting && !p.Match(mx) {
-		s.report(d, mx, &mtasts.MXError{Host: mx, Domain: p.Domain, Patterns: p.MX})
+		if p.Validate(mx) != nil {
+			return false, true, err
+		}
 	}
 
 	conn, err := s.dial(ctx, "tcp", net.JoinHostPort(mx, "25"))
