@@ -44,9 +44,11 @@ func Example_sender() {
 	}
 	for _, rec := range mxs {
 		mx := strings.TrimSuffix(rec.Host, ".")
-		if err := p.Validate(mx); err != nil {
-			report(mx, err) // enforce: this MX is not in the policy
-			continue
+		if err := p.CheckMX(mx); err != nil {
+			report(mx, err) // this MX is not in the policy
+			if p.Validate(mx) != nil {
+				continue // enforce: skip it; testing: use it anyway
+			}
 		}
 		c, err := smtp.Dial(net.JoinHostPort(mx, "25"))
 		if err != nil {
