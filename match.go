@@ -1,6 +1,7 @@
 package mtasts
 
 import (
+	"errors"
 	"strings"
 	"unicode/utf8"
 
@@ -26,9 +27,6 @@ func (p *Policy) Match(host string) bool {
 	// A host in U-labels cannot have matched: convert it and try again.
 	for i := 0; i < len(host); i++ {
 		if host[i] >= 0x80 {
-			if !utf8.ValidString(host) {
-				return false
-			}
 			a, err := toASCII(host)
 			return err == nil && p.matchASCII(a)
 		}
@@ -93,8 +91,12 @@ var idnaProfile = idna.New(
 	idna.BidiRule(),
 )
 
-// toASCII converts a host name to lower-case A-labels.
+// toASCII converts a host name to lower-case A-labels. It refuses invalid
+// UTF-8, which the idna package would otherwise encode as U+FFFD.
 func toASCII(name string) (string, error) {
+	if !utf8.ValidString(name) {
+		return "", errors.New("not UTF-8")
+	}
 	a, err := idnaProfile.ToASCII(name)
 	if err != nil {
 		return "", err
