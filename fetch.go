@@ -126,8 +126,11 @@ var defaultTransport = sync.OnceValue(func() *http.Transport {
 		}).DialContext,
 		// RFC 8461 §7.2: TLS 1.2 or later. Certificates are verified against
 		// the system roots for the policy host name, which is also the SNI.
-		TLSClientConfig:        &tls.Config{MinVersion: tls.VersionTLS12},
-		ForceAttemptHTTP2:      true,
+		TLSClientConfig: &tls.Config{MinVersion: tls.VersionTLS12},
+		// HTTP/1.1 only: a fetch is one GET on a connection of its own, which
+		// HTTP/2 makes dearer (its preface and SETTINGS on both sides, more
+		// goroutines) and no faster.
+		ForceAttemptHTTP2:      false,
 		MaxIdleConns:           100,
 		IdleConnTimeout:        90 * time.Second,
 		TLSHandshakeTimeout:    10 * time.Second,
