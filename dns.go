@@ -107,7 +107,7 @@ func resolveTXT(ctx context.Context, name string, exchange exchangeFunc) ([]stri
 		for _, rr := range resp.Answer {
 			if t, ok := rr.(*dns.TXT); ok && strings.EqualFold(t.Hdr.Name, target) {
 				txts = append(txts, joinTXT(t.Txt))
-				ttl = min(ttl, t.Hdr.Ttl)
+				ttl = min(ttl, ttlOf(t.Hdr.Ttl))
 			}
 		}
 		if len(txts) > 0 {
@@ -128,7 +128,7 @@ func resolveTXT(ctx context.Context, name string, exchange exchangeFunc) ([]stri
 func cnameOf(answer []dns.RR, owner string) (string, uint32, bool) {
 	for _, rr := range answer {
 		if c, ok := rr.(*dns.CNAME); ok && strings.EqualFold(c.Hdr.Name, owner) {
-			return strings.ToLower(c.Target), c.Hdr.Ttl, true
+			return strings.ToLower(c.Target), ttlOf(c.Hdr.Ttl), true
 		}
 	}
 	return "", 0, false
@@ -139,7 +139,7 @@ func cnameOf(answer []dns.RR, owner string) (string, uint32, bool) {
 func negativeTTL(resp *dns.Msg) time.Duration {
 	for _, rr := range resp.Ns {
 		if soa, ok := rr.(*dns.SOA); ok {
-			return time.Duration(min(soa.Hdr.Ttl, soa.Minttl)) * time.Second
+			return time.Duration(ttlOf(min(soa.Hdr.Ttl, soa.Minttl))) * time.Second
 		}
 	}
 	return 0
@@ -273,3 +273,12 @@ func joinTXT(parts []string) string {
 }
 
 func isDigit(c byte) bool { return '0' <= c && c <= '9' }
+
+// ttlOf is a TTL as received, except that one with the top bit set counts as
+// zero (RFC 2181 §8).
+func ttlOf(ttl uint32) uint32 {
+	if ttl >= 1<<31 {
+		return 0
+	}
+	return ttl
+}

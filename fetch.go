@@ -10,6 +10,7 @@ import (
 	"mime"
 	"net"
 	"net/http"
+	"strings"
 	"sync"
 	"time"
 )
@@ -54,6 +55,11 @@ func (r *Resolver) fetch(ctx context.Context, domain string) (*Policy, error) {
 	ct := resp.Header.Get("Content-Type")
 	if mt, _, err := mime.ParseMediaType(ct); err != nil || mt != "text/plain" {
 		return nil, fmt.Errorf("%w: %w: %s: %q", ErrPolicyFetch, ErrMediaType, url, ct)
+	}
+	// A body the client did not decode (an encoding it did not ask for) is
+	// not the text/plain policy.
+	if ce := resp.Header.Get("Content-Encoding"); ce != "" && !strings.EqualFold(ce, "identity") {
+		return nil, fmt.Errorf("%w: %w: %s: Content-Encoding %q", ErrPolicyFetch, ErrMediaType, url, ce)
 	}
 	if resp.ContentLength > MaxPolicySize {
 		return nil, fmt.Errorf("%w: %w: %s: Content-Length %d", ErrPolicyFetch, ErrPolicyTooLarge, url, resp.ContentLength)

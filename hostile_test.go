@@ -349,13 +349,12 @@ func hostileHTTPCases(t testing.TB) []httpCase {
 			stream(c, padding, gb, false)
 		}, dflt: tooLarge, caller: tooLarge, maxWritten: 4 << 20},
 		// Unasked-for gzip: the default client neither asks for compression
-		// nor inflates, so it reads the compressed bytes, which are not a
-		// policy; a caller's client that asks inflates it and the size limit
-		// stops it.
+		// nor inflates, so the body is refused for its encoding unread; a
+		// caller's client that asks inflates it and the size limit stops it.
 		{name: "gzip bomb", serve: func(c *rawConn, _ *http.Request) {
 			fmt.Fprintf(c, textHead+"Content-Encoding: gzip\r\nContent-Length: %d\r\n\r\n", len(smallBomb))
 			c.Write(smallBomb)
-		}, dflt: fails(mtasts.ErrInvalidPolicy), caller: tooLarge},
+		}, dflt: fails(mtasts.ErrMediaType), caller: tooLarge},
 		{name: "100 KB of headers", serve: func(c *rawConn, _ *http.Request) {
 			io.WriteString(c, textHead)
 			for i := range 100 {

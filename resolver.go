@@ -44,6 +44,10 @@ const (
 	DefaultFetchTimeout = time.Minute // RFC 8461 §3.3 suggests one minute
 	DefaultDNSTimeout   = 5 * time.Second
 
+	// maxTXTTTL caps how long a TXT answer is kept, whatever its TTL, so
+	// that a new policy id is noticed within the hour.
+	maxTXTTTL = time.Hour
+
 	// fetchRetryDelay is how long a failed fetch of one record id is not
 	// retried (RFC 8461 §3.3: "SHOULD ... wait five minutes or more").
 	fetchRetryDelay = 5 * time.Minute
@@ -87,7 +91,8 @@ type Resolver struct {
 	// MinTXTTTL is the least time a TXT answer, positive or negative, is kept,
 	// so that a TTL of zero does not mean a query per message. It is also how
 	// long a DNS failure is remembered before the next query. If zero,
-	// DefaultMinTXTTTL.
+	// DefaultMinTXTTTL. An answer is kept at most an hour (unless MinTXTTTL
+	// is longer), so that a new policy id is noticed within the hour.
 	MinTXTTTL time.Duration
 
 	// FetchTimeout bounds a policy fetch. If zero, DefaultFetchTimeout.
@@ -400,10 +405,10 @@ func (r *Resolver) refresh(ctx context.Context, d string, prev *state, fetching 
 }
 
 // until sets the times of s: the TXT answer is kept for ttl, but at least
-// MinTXTTTL; the whole answer is fresh until then, or until the policy
+// MinTXTTTL and at most an hour; the whole answer is fresh until then, or until the policy
 // expires or a failed fetch may be retried, if sooner.
 func (r *Resolver) until(s *state, now time.Time, ttl time.Duration) *state {
-	s.txtUntil = now.Add(max(ttl, r.minTXTTTL()))
+	s.txtUntil = now.Add(max(min(ttl, maxTXTTTL), r.minTXTTTL()))
 	s.freshUntil = s.txtUntil
 	if s.policy != nil {
 		if exp := s.policy.Expires(); exp.Before(s.freshUntil) {

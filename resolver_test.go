@@ -825,3 +825,37 @@ func TestRefresh(t *testing.T) {
 	_, err = w.r.Refresh(ctx, "[192.0.2.1]")
 	assert.ErrorIs(t, err, mtasts.ErrInvalidDomain)
 }
+
+// A TXT answer is kept at most an hour, so that a new id is noticed; a TTL
+// with the top bit set counts as zero (RFC 2181 §8), so MinTXTTTL holds it.
+func TestTXTTTLBounds(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		ttl  uint32
+		keep time.Duration
+	}{
+		{7 * 86400, time.Hour},
+		{1<<31 + 600, mtasts.DefaultMinTXTTTL},
+	} {
+		w := newWorld(t)
+		w.SetTTL(tc.ttl)
+		w.Publish("d.example", "1", fabrikamEnforce)
+		w.SetRecord("none.example", "v=spf1")
+		for _, d := range []string{"d.example", "none.example"} {
+			_, err := lookup(t, w.r, d)
+			require.NoError(t, err)
+		}
+		w.clock.Advance(tc.keep - time.Second)
+		for _, d := range []string{"d.example", "none.example"} {
+			_, err := lookup(t, w.r, d)
+			require.NoError(t, err)
+		}
+		assert.Equal(t, 2, w.DNSQueries(), "TTL %d: queries before %v", tc.ttl, tc.keep)
+		w.clock.Advance(time.Second)
+		for _, d := range []string{"d.example", "none.example"} {
+			_, err := lookup(t, w.r, d)
+			require.NoError(t, err)
+		}
+		assert.Equal(t, 4, w.DNSQueries(), "TTL %d: queries at %v", tc.ttl, tc.keep)
+	}
+}
