@@ -2,6 +2,7 @@ package mtaststest_test
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 
@@ -37,4 +38,38 @@ func Example() {
 	// mx.attacker.example refused: true
 	// expired certificate is a WebPKI failure: true
 	// policy fetches: 1
+}
+
+// A sender's test runs its own MX host on loopback with a certificate from a
+// CA, here an expired one, and gives the sender the CA's Pool as its roots.
+func ExampleCA() {
+	ca := mtaststest.NewCA()
+	ln, err := tls.Listen("tcp", "127.0.0.1:0", &tls.Config{
+		Certificates: []tls.Certificate{ca.Issue("mx.example.com", mtaststest.CertExpired)},
+	})
+	if err != nil {
+		fmt.Println("listen:", err)
+		return
+	}
+	defer ln.Close()
+	go func() {
+		conn, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		defer conn.Close()
+		conn.(*tls.Conn).Handshake()
+	}()
+
+	p := &mtasts.Policy{Mode: mtasts.ModeEnforce, MX: []string{"mx.example.com"}}
+	cfg, _ := p.TLSConfig("mx.example.com", &tls.Config{RootCAs: ca.Pool()})
+	conn, err := tls.Dial("tcp", ln.Addr().String(), cfg)
+	if err == nil {
+		conn.Close()
+	}
+	result, _ := mtasts.Classify(err)
+	fmt.Println("STARTTLS to mx.example.com under enforce:", result)
+
+	// Output:
+	// STARTTLS to mx.example.com under enforce: certificate-expired
 }

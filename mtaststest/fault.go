@@ -105,7 +105,16 @@ func (f PolicyFault) String() string {
 	return "PolicyFault(" + strconv.Itoa(int(f)) + ")"
 }
 
-// isCert reports whether f changes the certificate rather than the content.
-func (f PolicyFault) isCert() bool {
-	return f == PolicyCertExpired || f == PolicyCertWrongName || f == PolicyCertUntrusted
+// certKind returns the kind of certificate the policy host presents under f:
+// CertGood unless f is a certificate fault.
+func (f PolicyFault) certKind() CertKind {
+	switch f {
+	case PolicyCertExpired:
+		return CertExpired
+	case PolicyCertWrongName:
+		return CertWrongName
+	case PolicyCertUntrusted:
+		return CertUntrusted
+	}
+	return CertGood
 }

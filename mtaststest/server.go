@@ -12,6 +12,11 @@
 // trusts only the Server's authority; NetResolver returns a *net.Resolver that
 // asks the fake DNS, for a sender's own MX lookups.
 //
+// A CA, made with NewCA or taken from a Server with Server.CA, issues the
+// STARTTLS certificates of the MX hosts a sender's test runs itself: good, or
+// broken in one way each (expired, for the wrong name, untrusted, ...), as
+// the CertKind constants list.
+//
 // A typical test:
 //
 //	func TestSendRefusesUnlistedMX(t *testing.T) {
@@ -37,7 +42,6 @@ package mtaststest
 
 import (
 	"context"
-	"crypto/ecdsa"
 	"crypto/tls"
 	"crypto/x509"
 	"io"
@@ -66,9 +70,7 @@ type Server struct {
 	dnsAddr   string // host:port, UDP and TCP
 	httpsAddr string // host:port
 
-	ca    *x509.Certificate
-	caKey *ecdsa.PrivateKey
-	pool  *x509.CertPool // holds ca only; never handed out, only clones of it
+	ca *CA // issues the HTTPS server's certificates
 
 	udp, tcp  *dns.Server
 	https     *http.Server
@@ -119,9 +121,7 @@ func NewServer() *Server {
 		httpsDone:        make(chan struct{}),
 	}
 	s.idle = sync.NewCond(&s.mu)
-	if err := s.makeCA(); err != nil {
-		panic("mtaststest: making the certificate authority: " + err.Error())
-	}
+	s.ca = NewCA()
 	if err := s.startDNS(); err != nil {
 		panic("mtaststest: starting the DNS server: " + err.Error())
 	}
@@ -173,11 +173,16 @@ func (s *Server) HTTPSAddr() string { return s.httpsAddr }
 // CACert returns the certificate of the Server's certificate authority, which
 // signs every certificate the HTTPS server presents except those broken with
 // PolicyCertUntrusted.
-func (s *Server) CACert() *x509.Certificate { return s.ca }
+func (s *Server) CACert() *x509.Certificate { return s.ca.Certificate() }
 
 // RootCAs returns a new pool holding only the Server's certificate authority,
 // for callers that build their own tls.Config.
-func (s *Server) RootCAs() *x509.CertPool { return s.pool.Clone() }
+func (s *Server) RootCAs() *x509.CertPool { return s.ca.Pool() }
+
+// CA returns the Server's certificate authority. A test that runs MX hosts
+// for a sender can issue their certificates from it, so that RootCAs is the
+// one pool the sender needs for both the policy hosts and the MX hosts.
+func (s *Server) CA() *CA { return s.ca }
 
 // Client returns a new HTTP client that connects to the HTTPS server whatever
 // host a request names, sends that host as SNI, trusts only the Server's
