@@ -10,17 +10,12 @@ import (
 	"bytes"
 	"compress/gzip"
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
-	"crypto/x509/pkix"
 	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
-	"math/big"
 	mrand "math/rand/v2"
 	"net"
 	"net/http"
@@ -36,50 +31,12 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/seedc2a895ea/mtasts"
+	"github.com/seedc2a895ea/mtasts/mtaststest"
 )
 
 // hostileBound is the generous upper bound on any one Lookup against a hostile
 // server; the Resolver's own limits end them far sooner.
 const hostileBound = 15 * time.Second
-
-// newTestCert makes a certificate authority and a certificate it signs for
-// hosts, and returns the certificate and a pool holding only the authority.
-func newTestCert(t testing.TB, hosts ...string) (tls.Certificate, *x509.CertPool) {
-	t.Helper()
-	caKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	require.NoError(t, err)
-	now := time.Now()
-	caTmpl := &x509.Certificate{
-		SerialNumber:          big.NewInt(1),
-		Subject:               pkix.Name{CommonName: "hostile test authority"},
-		NotBefore:             now.Add(-time.Hour),
-		NotAfter:              now.Add(24 * time.Hour),
-		IsCA:                  true,
-		BasicConstraintsValid: true,
-		KeyUsage:              x509.KeyUsageCertSign,
-	}
-	caDER, err := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, &caKey.PublicKey, caKey)
-	require.NoError(t, err)
-	ca, err := x509.ParseCertificate(caDER)
-	require.NoError(t, err)
-
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	require.NoError(t, err)
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(2),
-		Subject:      pkix.Name{CommonName: hosts[0]},
-		DNSNames:     hosts,
-		NotBefore:    now.Add(-time.Hour),
-		NotAfter:     now.Add(24 * time.Hour),
-		KeyUsage:     x509.KeyUsageDigitalSignature,
-		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca, &key.PublicKey, caKey)
-	require.NoError(t, err)
-	pool := x509.NewCertPool()
-	pool.AddCert(ca)
-	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}, pool
-}
 
 // rawPolicyHost is a TLS listener on loopback that reads one HTTP request per
 // connection and answers it with hand-written bytes: a valid policy until
@@ -139,10 +96,11 @@ func (c *rawConn) hold() {
 
 func newRawPolicyHost(t testing.TB, serve func(c *rawConn, req *http.Request)) *rawPolicyHost {
 	t.Helper()
-	cert, pool := newTestCert(t, "mta-sts.d.example")
+	ca := mtaststest.NewCA()
+	cert := ca.Issue("mta-sts.d.example", mtaststest.CertGood)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(t, err)
-	h := &rawPolicyHost{ln: ln, pool: pool, serve: serve, closing: make(chan struct{}), conns: map[net.Conn]bool{}}
+	h := &rawPolicyHost{ln: ln, pool: ca.Pool(), serve: serve, closing: make(chan struct{}), conns: map[net.Conn]bool{}}
 	cfg := &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
 	h.wg.Add(1)
 	go func() {

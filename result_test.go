@@ -61,7 +61,7 @@ func TestClassifyRealFailures(t *testing.T) {
 	t.Parallel()
 	ts := mtaststest.NewServer()
 	t.Cleanup(ts.Close)
-	ca := newMXCA(t)
+	ca := mtaststest.NewCA()
 	const host = "mx1.fabrikam.com"
 
 	fault := func(f mtaststest.PolicyFault) func(*testing.T, string) error {
@@ -80,22 +80,22 @@ func TestClassifyRealFailures(t *testing.T) {
 	// mxSession runs EHLO and STARTTLS under mode against an MX whose
 	// certificate is of kind k (no STARTTLS at all when k < 0), and returns
 	// the failure: StartTLS's error, or under testing, the check's.
-	mxSession := func(mode mtasts.Mode, k mxCert, refuse bool) func(*testing.T, string) error {
+	mxSession := func(mode mtasts.Mode, k mtaststest.CertKind, refuse bool) func(*testing.T, string) error {
 		return func(t *testing.T, _ string) error {
 			s := &mxSMTP{name: host, refuse: refuse}
 			if k >= 0 {
-				cert := ca.issue(t, k, host)
+				cert := ca.Issue(host, k)
 				s.cert = &cert
 			}
 			startMXSMTP(t, s)
-			check, err := startTLSWithPolicy(t, s.addr, host, mxPolicy(mode), &tls.Config{RootCAs: ca.pool})
+			check, err := startTLSWithPolicy(t, s.addr, host, mxPolicy(mode), &tls.Config{RootCAs: ca.Pool()})
 			if err != nil {
 				return err
 			}
 			return check.Err()
 		}
 	}
-	const noSTARTTLS mxCert = -1
+	const noSTARTTLS mtaststest.CertKind = -1
 
 	cases := []struct {
 		name       string
@@ -176,17 +176,17 @@ func TestClassifyRealFailures(t *testing.T) {
 			return p.Validate("mx.attacker.example")
 		}, mtasts.ResultValidationFailure, "mx-not-allowed", mtasts.ErrMXNotAllowed},
 		{"no STARTTLS", mxSession(mtasts.ModeEnforce, noSTARTTLS, false), mtasts.ResultSTARTTLSNotSupported, "starttls-not-offered", mtasts.ErrNoSTARTTLS},
-		{"STARTTLS answered 454", mxSession(mtasts.ModeEnforce, mxCertGood, true), mtasts.ResultSTARTTLSNotSupported, "starttls-not-offered", mtasts.ErrNoSTARTTLS},
-		{"MX certificate expired (enforce)", mxSession(mtasts.ModeEnforce, mxCertExpired, false), mtasts.ResultCertificateExpired, "certificate-expired", nil},
-		{"MX certificate untrusted (enforce)", mxSession(mtasts.ModeEnforce, mxCertUntrusted, false), mtasts.ResultCertificateNotTrusted, "certificate-not-trusted", nil},
-		{"MX certificate wrong host (enforce)", mxSession(mtasts.ModeEnforce, mxCertWrongHost, false), mtasts.ResultCertificateHostMismatch, "certificate-host-mismatch", nil},
-		{"MX certificate CN only (enforce)", mxSession(mtasts.ModeEnforce, mxCertCNOnly, false), mtasts.ResultCertificateHostMismatch, "certificate-host-mismatch", nil},
-		{"MX certificate expired (testing)", mxSession(mtasts.ModeTesting, mxCertExpired, false), mtasts.ResultCertificateExpired, "certificate-expired", nil},
-		{"MX certificate untrusted (testing)", mxSession(mtasts.ModeTesting, mxCertUntrusted, false), mtasts.ResultCertificateNotTrusted, "certificate-not-trusted", nil},
-		{"MX certificate wrong host (testing)", mxSession(mtasts.ModeTesting, mxCertWrongHost, false), mtasts.ResultCertificateHostMismatch, "certificate-host-mismatch", nil},
+		{"STARTTLS answered 454", mxSession(mtasts.ModeEnforce, mtaststest.CertGood, true), mtasts.ResultSTARTTLSNotSupported, "starttls-not-offered", mtasts.ErrNoSTARTTLS},
+		{"MX certificate expired (enforce)", mxSession(mtasts.ModeEnforce, mtaststest.CertExpired, false), mtasts.ResultCertificateExpired, "certificate-expired", nil},
+		{"MX certificate untrusted (enforce)", mxSession(mtasts.ModeEnforce, mtaststest.CertUntrusted, false), mtasts.ResultCertificateNotTrusted, "certificate-not-trusted", nil},
+		{"MX certificate wrong host (enforce)", mxSession(mtasts.ModeEnforce, mtaststest.CertWrongName, false), mtasts.ResultCertificateHostMismatch, "certificate-host-mismatch", nil},
+		{"MX certificate CN only (enforce)", mxSession(mtasts.ModeEnforce, mtaststest.CertCNOnly, false), mtasts.ResultCertificateHostMismatch, "certificate-host-mismatch", nil},
+		{"MX certificate expired (testing)", mxSession(mtasts.ModeTesting, mtaststest.CertExpired, false), mtasts.ResultCertificateExpired, "certificate-expired", nil},
+		{"MX certificate untrusted (testing)", mxSession(mtasts.ModeTesting, mtaststest.CertUntrusted, false), mtasts.ResultCertificateNotTrusted, "certificate-not-trusted", nil},
+		{"MX certificate wrong host (testing)", mxSession(mtasts.ModeTesting, mtaststest.CertWrongName, false), mtasts.ResultCertificateHostMismatch, "certificate-host-mismatch", nil},
 		{"MX speaks only TLS 1.1", func(t *testing.T, _ string) error {
-			addr, hellos := startMXTLS(t, ca.issue(t, mxCertGood, host), tls.VersionTLS11)
-			cfg, _ := mxPolicy(mtasts.ModeEnforce).TLSConfig(host, &tls.Config{RootCAs: ca.pool})
+			addr, hellos := startMXTLS(t, ca.Issue(host, mtaststest.CertGood), tls.VersionTLS11)
+			cfg, _ := mxPolicy(mtasts.ModeEnforce).TLSConfig(host, &tls.Config{RootCAs: ca.Pool()})
 			err := mxHandshake(t, addr, cfg)
 			mxNextHello(t, hellos)
 			return err
@@ -212,10 +212,10 @@ func TestClassifyRealFailures(t *testing.T) {
 func TestClassifySuccess(t *testing.T) {
 	t.Parallel()
 	const host = "mx1.fabrikam.com"
-	ca := newMXCA(t)
-	cert := ca.issue(t, mxCertGood, host)
+	ca := mtaststest.NewCA()
+	cert := ca.Issue(host, mtaststest.CertGood)
 	s := startMXSMTP(t, &mxSMTP{name: host, cert: &cert})
-	check, err := startTLSWithPolicy(t, s.addr, host, mxPolicy(mtasts.ModeEnforce), &tls.Config{RootCAs: ca.pool})
+	check, err := startTLSWithPolicy(t, s.addr, host, mxPolicy(mtasts.ModeEnforce), &tls.Config{RootCAs: ca.Pool()})
 	require.NoError(t, err)
 	require.NoError(t, check.Err())
 	typ, reason := mtasts.Classify(check.Err())

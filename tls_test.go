@@ -2,15 +2,9 @@ package mtasts_test
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
-	"crypto/x509"
-	"crypto/x509/pkix"
 	"errors"
 	"io"
-	"math/big"
 	"net"
 	"net/smtp"
 	"net/textproto"
@@ -23,93 +17,8 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/seedc2a895ea/mtasts"
+	"github.com/seedc2a895ea/mtasts/mtaststest"
 )
-
-// mxCA is a certificate authority made in the test, for the certificates of
-// MX hosts on loopback.
-type mxCA struct {
-	cert *x509.Certificate
-	key  *ecdsa.PrivateKey
-	pool *x509.CertPool
-}
-
-func newMXCA(t testing.TB) *mxCA {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	require.NoError(t, err)
-	now := time.Now()
-	tmpl := &x509.Certificate{
-		SerialNumber:          big.NewInt(1),
-		Subject:               pkix.Name{CommonName: "MX test authority"},
-		NotBefore:             now.Add(-time.Hour),
-		NotAfter:              now.AddDate(1, 0, 0),
-		IsCA:                  true,
-		BasicConstraintsValid: true,
-		KeyUsage:              x509.KeyUsageCertSign,
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	require.NoError(t, err)
-	cert, err := x509.ParseCertificate(der)
-	require.NoError(t, err)
-	pool := x509.NewCertPool()
-	pool.AddCert(cert)
-	return &mxCA{cert: cert, key: key, pool: pool}
-}
-
-// mxCert is a kind of MX certificate, good or broken in one way.
-type mxCert int
-
-const (
-	mxCertGood      mxCert = iota // for the host, signed by the CA, valid now
-	mxCertExpired                 // as good, but expired a day ago
-	mxCertWrongHost               // signed by the CA, for another host
-	mxCertUntrusted               // for the host, self-signed
-	mxCertCNOnly                  // the host in the subject CN only, no SAN
-	mxCertWildcard                // for "*." and the host's parent domain
-)
-
-var mxCertNames = map[mxCert]string{
-	mxCertGood: "good", mxCertExpired: "expired", mxCertWrongHost: "wrong host",
-	mxCertUntrusted: "untrusted", mxCertCNOnly: "CN only", mxCertWildcard: "wildcard",
-}
-
-func (k mxCert) String() string { return mxCertNames[k] }
-
-// issue makes a certificate of kind k for host.
-func (ca *mxCA) issue(t testing.TB, k mxCert, host string) tls.Certificate {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	require.NoError(t, err)
-	serial, err := rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 64))
-	require.NoError(t, err)
-	now := time.Now()
-	tmpl := &x509.Certificate{
-		SerialNumber: serial,
-		Subject:      pkix.Name{CommonName: host},
-		DNSNames:     []string{host},
-		NotBefore:    now.Add(-time.Hour),
-		NotAfter:     now.Add(24 * time.Hour),
-		KeyUsage:     x509.KeyUsageDigitalSignature,
-		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-	}
-	parent, signer := ca.cert, any(ca.key)
-	switch k {
-	case mxCertExpired:
-		tmpl.NotBefore, tmpl.NotAfter = now.Add(-72*time.Hour), now.Add(-24*time.Hour)
-	case mxCertWrongHost:
-		tmpl.Subject.CommonName, tmpl.DNSNames = "mx.elsewhere.example", []string{"mx.elsewhere.example"}
-	case mxCertUntrusted:
-		parent, signer = tmpl, key
-	case mxCertCNOnly:
-		tmpl.DNSNames = nil
-	case mxCertWildcard:
-		_, parentDomain, _ := strings.Cut(host, ".")
-		tmpl.DNSNames = []string{"*." + parentDomain}
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, parent, &key.PublicKey, signer)
-	require.NoError(t, err)
-	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}
-}
 
 // mxHello is what an MX test server saw of one TLS handshake.
 type mxHello struct {
@@ -192,21 +101,21 @@ func mxPolicy(mode mtasts.Mode) *mtasts.Policy {
 
 // An opportunistic sender's configuration: it trusts the test CA, but does
 // not verify, and allows old versions. Policies must override all of that.
-func opportunisticBase(ca *mxCA) *tls.Config {
-	return &tls.Config{RootCAs: ca.pool, InsecureSkipVerify: true, MinVersion: tls.VersionTLS10}
+func opportunisticBase(ca *mtaststest.CA) *tls.Config {
+	return &tls.Config{RootCAs: ca.Pool(), InsecureSkipVerify: true, MinVersion: tls.VersionTLS10}
 }
 
 func TestTLSConfigVerification(t *testing.T) {
 	t.Parallel()
 	const host = "mx1.fabrikam.com"
-	ca := newMXCA(t)
-	want := map[mxCert]mtasts.ResultType{
-		mxCertGood:      "",
-		mxCertWildcard:  "",
-		mxCertExpired:   mtasts.ResultCertificateExpired,
-		mxCertWrongHost: mtasts.ResultCertificateHostMismatch,
-		mxCertUntrusted: mtasts.ResultCertificateNotTrusted,
-		mxCertCNOnly:    mtasts.ResultCertificateHostMismatch, // the CN is never a DNS-ID
+	ca := mtaststest.NewCA()
+	want := map[mtaststest.CertKind]mtasts.ResultType{
+		mtaststest.CertGood:      "",
+		mtaststest.CertWildcard:  "",
+		mtaststest.CertExpired:   mtasts.ResultCertificateExpired,
+		mtaststest.CertWrongName: mtasts.ResultCertificateHostMismatch,
+		mtaststest.CertUntrusted: mtasts.ResultCertificateNotTrusted,
+		mtaststest.CertCNOnly:    mtasts.ResultCertificateHostMismatch, // the CN is never a DNS-ID
 	}
 	policies := map[string]*mtasts.Policy{
 		"enforce": mxPolicy(mtasts.ModeEnforce),
@@ -218,7 +127,7 @@ func TestTLSConfigVerification(t *testing.T) {
 		for kind, wantType := range want {
 			t.Run(pname+"/"+kind.String(), func(t *testing.T) {
 				t.Parallel()
-				addr, hellos := startMXTLS(t, ca.issue(t, kind, host), 0)
+				addr, hellos := startMXTLS(t, ca.Issue(host, kind), 0)
 				base := opportunisticBase(ca)
 				// The MX host as DNS gives it: a trailing dot, any case.
 				cfg, check := p.TLSConfig("MX1.Fabrikam.com.", base)
@@ -275,10 +184,10 @@ func TestTLSConfigVerification(t *testing.T) {
 // RFC 8461 §4.2 wildcards: "*" is one whole left-most label.
 func TestTLSConfigWildcardDepth(t *testing.T) {
 	t.Parallel()
-	ca := newMXCA(t)
+	ca := mtaststest.NewCA()
 	// A certificate for *.fabrikam.com does not cover a.mx.fabrikam.com.
-	addr, hellos := startMXTLS(t, ca.issue(t, mxCertWildcard, "mx.fabrikam.com"), 0)
-	cfg, check := mxPolicy(mtasts.ModeEnforce).TLSConfig("a.mx.fabrikam.com", &tls.Config{RootCAs: ca.pool})
+	addr, hellos := startMXTLS(t, ca.Issue("mx.fabrikam.com", mtaststest.CertWildcard), 0)
+	cfg, check := mxPolicy(mtasts.ModeEnforce).TLSConfig("a.mx.fabrikam.com", &tls.Config{RootCAs: ca.Pool()})
 	err := mxHandshake(t, addr, cfg)
 	mxNextHello(t, hellos)
 	got, _ := mtasts.Classify(err)
@@ -290,7 +199,7 @@ func TestTLSConfigWildcardDepth(t *testing.T) {
 func TestTLSConfigRefusesOldTLS(t *testing.T) {
 	t.Parallel()
 	const host = "mx1.fabrikam.com"
-	ca := newMXCA(t)
+	ca := mtaststest.NewCA()
 	for _, tc := range []struct {
 		name string
 		p    *mtasts.Policy
@@ -305,7 +214,7 @@ func TestTLSConfigRefusesOldTLS(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			addr, hellos := startMXTLS(t, ca.issue(t, mxCertGood, host), tls.VersionTLS11)
+			addr, hellos := startMXTLS(t, ca.Issue(host, mtaststest.CertGood), tls.VersionTLS11)
 			cfg, check := tc.p.TLSConfig(host, opportunisticBase(ca))
 			err := mxHandshake(t, addr, cfg)
 			h := mxNextHello(t, hellos)
@@ -326,15 +235,15 @@ func TestTLSConfigRefusesOldTLS(t *testing.T) {
 func TestTLSConfigBase(t *testing.T) {
 	t.Parallel()
 	const host = "mx1.fabrikam.com"
-	ca := newMXCA(t)
+	ca := mtaststest.NewCA()
 	errHook := errors.New("refused by the caller's hook")
 
 	t.Run("VerifyConnection chained", func(t *testing.T) {
 		t.Parallel()
-		for _, kind := range []mxCert{mxCertGood, mxCertExpired} {
-			addr, hellos := startMXTLS(t, ca.issue(t, kind, host), 0)
+		for _, kind := range []mtaststest.CertKind{mtaststest.CertGood, mtaststest.CertExpired} {
+			addr, hellos := startMXTLS(t, ca.Issue(host, kind), 0)
 			var calls int
-			base := &tls.Config{RootCAs: ca.pool, VerifyConnection: func(cs tls.ConnectionState) error {
+			base := &tls.Config{RootCAs: ca.Pool(), VerifyConnection: func(cs tls.ConnectionState) error {
 				calls++
 				return errHook
 			}}
@@ -344,15 +253,15 @@ func TestTLSConfigBase(t *testing.T) {
 			mxNextHello(t, hellos)
 			assert.ErrorIs(t, err, errHook, "%s certificate", kind)
 			assert.Equal(t, 1, calls, "%s certificate: hook calls", kind)
-			assert.Equal(t, kind == mxCertGood, check.Verified())
+			assert.Equal(t, kind == mtaststest.CertGood, check.Verified())
 		}
 	})
 
 	t.Run("VerifyConnection after a failure under enforce", func(t *testing.T) {
 		t.Parallel()
-		addr, hellos := startMXTLS(t, ca.issue(t, mxCertExpired, host), 0)
+		addr, hellos := startMXTLS(t, ca.Issue(host, mtaststest.CertExpired), 0)
 		var calls int
-		base := &tls.Config{RootCAs: ca.pool, VerifyConnection: func(tls.ConnectionState) error {
+		base := &tls.Config{RootCAs: ca.Pool(), VerifyConnection: func(tls.ConnectionState) error {
 			calls++
 			return nil
 		}}
@@ -366,10 +275,11 @@ func TestTLSConfigBase(t *testing.T) {
 
 	t.Run("Time", func(t *testing.T) {
 		t.Parallel()
-		// A good certificate, checked at a time after it expires.
-		addr, hellos := startMXTLS(t, ca.issue(t, mxCertGood, host), 0)
-		later := func() time.Time { return time.Now().Add(48 * time.Hour) }
-		cfg, check := mxPolicy(mtasts.ModeEnforce).TLSConfig(host, &tls.Config{RootCAs: ca.pool, Time: later})
+		// A good certificate, checked an hour after it expires.
+		cert := ca.Issue(host, mtaststest.CertGood)
+		addr, hellos := startMXTLS(t, cert, 0)
+		later := func() time.Time { return cert.Leaf.NotAfter.Add(time.Hour) }
+		cfg, check := mxPolicy(mtasts.ModeEnforce).TLSConfig(host, &tls.Config{RootCAs: ca.Pool(), Time: later})
 		err := mxHandshake(t, addr, cfg)
 		mxNextHello(t, hellos)
 		got, _ := mtasts.Classify(err)
@@ -380,7 +290,7 @@ func TestTLSConfigBase(t *testing.T) {
 	t.Run("system roots when RootCAs is nil", func(t *testing.T) {
 		t.Parallel()
 		// The test CA is in no system pool.
-		addr, hellos := startMXTLS(t, ca.issue(t, mxCertGood, host), 0)
+		addr, hellos := startMXTLS(t, ca.Issue(host, mtaststest.CertGood), 0)
 		cfg, _ := mxPolicy(mtasts.ModeEnforce).TLSConfig(host, nil)
 		err := mxHandshake(t, addr, cfg)
 		mxNextHello(t, hellos)
@@ -412,10 +322,10 @@ func TestTLSConfigBase(t *testing.T) {
 func TestTLSConfigReused(t *testing.T) {
 	t.Parallel()
 	const host = "mx1.fabrikam.com"
-	ca := newMXCA(t)
-	goodAddr, goodHellos := startMXTLS(t, ca.issue(t, mxCertGood, host), 0)
-	badAddr, badHellos := startMXTLS(t, ca.issue(t, mxCertUntrusted, host), 0)
-	cfg, check := mxPolicy(mtasts.ModeTesting).TLSConfig(host, &tls.Config{RootCAs: ca.pool})
+	ca := mtaststest.NewCA()
+	goodAddr, goodHellos := startMXTLS(t, ca.Issue(host, mtaststest.CertGood), 0)
+	badAddr, badHellos := startMXTLS(t, ca.Issue(host, mtaststest.CertUntrusted), 0)
+	cfg, check := mxPolicy(mtasts.ModeTesting).TLSConfig(host, &tls.Config{RootCAs: ca.Pool()})
 
 	require.NoError(t, mxHandshake(t, badAddr, cfg))
 	mxNextHello(t, badHellos)
@@ -595,24 +505,24 @@ func startTLSWithPolicy(t *testing.T, addr, host string, p *mtasts.Policy, base 
 func TestTLSConfigNetSMTP(t *testing.T) {
 	t.Parallel()
 	const host = "mx1.fabrikam.com"
-	ca := newMXCA(t)
+	ca := mtaststest.NewCA()
 	for _, tc := range []struct {
-		kind mxCert
+		kind mtaststest.CertKind
 		mode mtasts.Mode
 		want mtasts.ResultType // from StartTLS, or from the check after it
 	}{
-		{mxCertGood, mtasts.ModeEnforce, ""},
-		{mxCertGood, mtasts.ModeTesting, ""},
-		{mxCertExpired, mtasts.ModeEnforce, mtasts.ResultCertificateExpired},
-		{mxCertExpired, mtasts.ModeTesting, mtasts.ResultCertificateExpired},
-		{mxCertWrongHost, mtasts.ModeEnforce, mtasts.ResultCertificateHostMismatch},
-		{mxCertUntrusted, mtasts.ModeTesting, mtasts.ResultCertificateNotTrusted},
+		{mtaststest.CertGood, mtasts.ModeEnforce, ""},
+		{mtaststest.CertGood, mtasts.ModeTesting, ""},
+		{mtaststest.CertExpired, mtasts.ModeEnforce, mtasts.ResultCertificateExpired},
+		{mtaststest.CertExpired, mtasts.ModeTesting, mtasts.ResultCertificateExpired},
+		{mtaststest.CertWrongName, mtasts.ModeEnforce, mtasts.ResultCertificateHostMismatch},
+		{mtaststest.CertUntrusted, mtasts.ModeTesting, mtasts.ResultCertificateNotTrusted},
 	} {
 		t.Run(string(tc.mode)+"/"+tc.kind.String(), func(t *testing.T) {
 			t.Parallel()
-			cert := ca.issue(t, tc.kind, host)
+			cert := ca.Issue(host, tc.kind)
 			s := startMXSMTP(t, &mxSMTP{name: host, cert: &cert})
-			check, err := startTLSWithPolicy(t, s.addr, host, mxPolicy(tc.mode), &tls.Config{RootCAs: ca.pool})
+			check, err := startTLSWithPolicy(t, s.addr, host, mxPolicy(tc.mode), &tls.Config{RootCAs: ca.Pool()})
 			assert.Equal(t, []string{host}, s.snis(), "SNI")
 			if tc.mode == mtasts.ModeEnforce && tc.want != "" {
 				got, _ := mtasts.Classify(err)

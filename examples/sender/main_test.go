@@ -2,17 +2,11 @@ package main
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
-	"crypto/x509"
-	"crypto/x509/pkix"
 	"errors"
 	"fmt"
 	"io"
 	"log"
-	"math/big"
 	"net"
 	"strings"
 	"sync"
@@ -41,36 +35,6 @@ func policy(mode mtasts.Mode) string {
 	return "version: STSv1\nmode: " + string(mode) + "\nmx: " + badHost + "\nmx: " + goodHost + "\nmax_age: 86400\n"
 }
 
-// testCA is a certificate authority made in the test; the Sender trusts it
-// and nothing else.
-type testCA struct {
-	cert *x509.Certificate
-	key  *ecdsa.PrivateKey
-	pool *x509.CertPool
-}
-
-func newTestCA(t *testing.T) *testCA {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	require.NoError(t, err)
-	tmpl := &x509.Certificate{
-		SerialNumber:          big.NewInt(1),
-		Subject:               pkix.Name{CommonName: "sender test authority"},
-		NotBefore:             time.Now().Add(-time.Hour),
-		NotAfter:              time.Now().AddDate(1, 0, 0),
-		IsCA:                  true,
-		BasicConstraintsValid: true,
-		KeyUsage:              x509.KeyUsageCertSign,
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	require.NoError(t, err)
-	cert, err := x509.ParseCertificate(der)
-	require.NoError(t, err)
-	pool := x509.NewCertPool()
-	pool.AddCert(cert)
-	return &testCA{cert: cert, key: key, pool: pool}
-}
-
 // mxKind is how a test MX host behaves.
 type mxKind int
 
@@ -83,34 +47,17 @@ const (
 	mxRejects                  // as good, but refuses the recipient with 550
 )
 
-func (ca *testCA) issue(t *testing.T, host string, kind mxKind) tls.Certificate {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	require.NoError(t, err)
-	serial, err := rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 64))
-	require.NoError(t, err)
-	now := time.Now()
-	tmpl := &x509.Certificate{
-		SerialNumber: serial,
-		Subject:      pkix.Name{CommonName: host},
-		DNSNames:     []string{host},
-		NotBefore:    now.Add(-time.Hour),
-		NotAfter:     now.Add(24 * time.Hour),
-		KeyUsage:     x509.KeyUsageDigitalSignature,
-		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-	}
-	parent, signer := ca.cert, any(ca.key)
-	switch kind {
+// cert returns the kind of certificate an MX host of kind k presents.
+func (k mxKind) cert() mtaststest.CertKind {
+	switch k {
 	case mxExpired:
-		tmpl.NotBefore, tmpl.NotAfter = now.Add(-72*time.Hour), now.Add(-24*time.Hour)
+		return mtaststest.CertExpired
 	case mxUntrusted:
-		parent, signer = tmpl, key
+		return mtaststest.CertUntrusted
 	case mxWrongHost:
-		tmpl.Subject.CommonName, tmpl.DNSNames = "mx.elsewhere.example", []string{"mx.elsewhere.example"}
+		return mtaststest.CertWrongName
 	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, parent, &key.PublicKey, signer)
-	require.NoError(t, err)
-	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}
+	return mtaststest.CertGood
 }
 
 // received is a message an MX host accepted.
@@ -176,10 +123,10 @@ func (s *session) Data(r io.Reader) error {
 
 // world is a fake Internet on loopback: DNS and policy hosts from
 // mtaststest, and SMTP servers for MX host names, which the Sender reaches
-// through its Dial.
+// through its Dial. The Server's certificate authority signs the MX hosts'
+// certificates too; the Sender trusts it and nothing else.
 type world struct {
 	ts *mtaststest.Server
-	ca *testCA
 
 	mu      sync.Mutex // mu guards mxs and reports.
 	mxs     map[string]*mx
@@ -190,7 +137,7 @@ func newWorld(t *testing.T) *world {
 	t.Helper()
 	ts := mtaststest.NewServer()
 	t.Cleanup(ts.Close)
-	return &world{ts: ts, ca: newTestCA(t), mxs: map[string]*mx{}}
+	return &world{ts: ts, mxs: map[string]*mx{}}
 }
 
 // startMX runs an SMTP server of the given kind for host.
@@ -204,7 +151,7 @@ func (w *world) startMX(t *testing.T, host string, kind mxKind) *mx {
 	s.ReadTimeout, s.WriteTimeout = 10*time.Second, 10*time.Second
 	s.ErrorLog = log.New(io.Discard, "", 0) // handshakes fail on purpose
 	if kind != mxNoSTARTTLS {
-		cert := w.ca.issue(t, host, kind)
+		cert := w.ts.CA().Issue(host, kind.cert())
 		s.TLSConfig = &tls.Config{Certificates: []tls.Certificate{cert}}
 	}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
@@ -252,7 +199,7 @@ func (w *world) sender() *Sender {
 		MX:       w.ts.NetResolver(),
 		STS:      w.ts.Resolver(),
 		Dial:     w.dial,
-		RootCAs:  w.ca.pool,
+		RootCAs:  w.ts.RootCAs(),
 		Report:   w.report,
 	}
 }
@@ -548,7 +495,7 @@ func TestGoSMTPClient(t *testing.T) {
 		w := newWorld(t)
 		m := w.startMX(t, goodHost, tc.kind)
 		p := &mtasts.Policy{Mode: mtasts.ModeEnforce, MX: []string{goodHost}}
-		cfg, check := p.TLSConfig(goodHost, &tls.Config{RootCAs: w.ca.pool})
+		cfg, check := p.TLSConfig(goodHost, &tls.Config{RootCAs: w.ts.RootCAs()})
 		conn, err := net.Dial("tcp", m.addr)
 		require.NoError(t, err)
 		c, err := gosmtp.NewClientStartTLS(conn, cfg)
