@@ -184,14 +184,10 @@ func (h *rawPolicyHost) track(tr *http.Transport) *http.Client {
 	return &http.Client{Transport: tr}
 }
 
-// defaultClient is the client a Resolver uses when HTTPClient is nil, with its
+// useDefaultClient makes r fetch as it does when HTTPClient is nil, with its
 // limits, but dialling the host and trusting its authority.
-func (h *rawPolicyHost) defaultClient() *http.Client {
-	tr := mtasts.DefaultTransportClone()
-	tr.Proxy = nil
-	tr.DialContext = h.dial
-	tr.TLSClientConfig.RootCAs = h.pool
-	return h.track(tr)
+func (h *rawPolicyHost) useDefaultClient(r *mtasts.Resolver) {
+	mtasts.UseDefaultClient(r, h.dial, h.pool)
 }
 
 // callerClient is a caller's plain client: net/http's defaults (compression
@@ -391,7 +387,7 @@ func TestHostilePolicyHosts(t *testing.T) {
 						w.r.FetchTimeout = tc.fetchTimeout
 					}
 					o := tc.dflt
-					w.r.HTTPClient = h.defaultClient()
+					h.useDefaultClient(w.r)
 					if client != "default client" {
 						o = tc.caller
 						w.r.HTTPClient = h.callerClient()
@@ -505,7 +501,7 @@ func TestHostileMemory(t *testing.T) {
 			w.SetRecord("d.example", "v=STSv1; id=1;")
 			w.r.HTTPClient = h.callerClient()
 			if tc.dflt {
-				w.r.HTTPClient = h.defaultClient()
+				h.useDefaultClient(w.r)
 			}
 			var p *mtasts.Policy
 			var err error

@@ -28,18 +28,15 @@ import (
 	"github.com/seedc2a895ea/mtasts/mtaststest"
 )
 
-// defaultClientTo returns a client with the default client's settings (the
-// one a Resolver uses when HTTPClient is nil: HTTP/2 when offered, its limits
-// and timeouts) that dials s and trusts s's authority, and its transport.
-func defaultClientTo(s *mtaststest.Server) (*http.Client, *http.Transport) {
-	tr := mtasts.DefaultTransportClone()
-	tr.Proxy = nil
-	tr.DialContext = func(ctx context.Context, _, _ string) (net.Conn, error) {
+// useDefaultClient makes r fetch as a Resolver without an HTTPClient does (a
+// connection of its own for each fetch, its limits), but connecting to s and
+// trusting s's authority.
+func useDefaultClient(r *mtasts.Resolver, s *mtaststest.Server) *mtasts.Resolver {
+	mtasts.UseDefaultClient(r, func(ctx context.Context, _, _ string) (net.Conn, error) {
 		var d net.Dialer
 		return d.DialContext(ctx, "tcp", s.HTTPSAddr())
-	}
-	tr.TLSClientConfig.RootCAs = s.RootCAs()
-	return &http.Client{Transport: tr}, tr
+	}, s.RootCAs())
+	return r
 }
 
 // BenchmarkColdLookup measures a Lookup with nothing cached, on loopback,
@@ -47,13 +44,12 @@ func defaultClientTo(s *mtaststest.Server) (*http.Client, *http.Transport) {
 // iteration against the same servers: one TXT exchange with miekg/dns over
 // UDP, one TCP connection and TLS 1.3 handshake for the policy host, and one
 // HTTP/1.1 GET of the policy on that connection. Each iteration uses a new
-// Resolver and a fresh connection. Target: ratio at most 1.2.
+// Resolver with the default client (which makes a connection per fetch).
+// Target: ratio at most 1.2.
 func BenchmarkColdLookup(b *testing.B) {
 	s := mtaststest.NewServer()
 	defer s.Close()
 	s.Publish("d.example", "1", fabrikamEnforce)
-	client, tr := defaultClientTo(s)
-	defer tr.CloseIdleConnections()
 	ctx := context.Background()
 	tlsConf := &tls.Config{ServerName: "mta-sts.d.example", RootCAs: s.RootCAs(), MinVersion: tls.VersionTLS13}
 	dnsClient := &dns.Client{Net: "udp", UDPSize: 1232}
@@ -95,14 +91,13 @@ func BenchmarkColdLookup(b *testing.B) {
 
 	var lookupT, dnsT, tlsT, getT []time.Duration
 	lookup := func() {
-		r := &mtasts.Resolver{Nameservers: []string{s.DNSAddr()}, HTTPClient: client}
+		r := useDefaultClient(&mtasts.Resolver{Nameservers: []string{s.DNSAddr()}}, s)
 		start := time.Now()
 		p, err := r.Lookup(ctx, "d.example")
 		if p == nil {
 			b.Fatalf("Lookup: %v", err)
 		}
 		lookupT = append(lookupT, time.Since(start))
-		tr.CloseIdleConnections() // the next Lookup makes a new connection
 	}
 	b.ReportAllocs()
 	for i := 0; b.Loop(); i++ {
@@ -133,8 +128,8 @@ func BenchmarkColdLookup(b *testing.B) {
 
 // thousandCold starts n Lookups of one cold domain at once on a new Resolver
 // and returns what they got.
-func thousandCold(t testing.TB, s *mtaststest.Server, client *http.Client, n int) []*mtasts.Policy {
-	r := &mtasts.Resolver{Nameservers: []string{s.DNSAddr()}, HTTPClient: client}
+func thousandCold(t testing.TB, s *mtaststest.Server, n int) []*mtasts.Policy {
+	r := useDefaultClient(&mtasts.Resolver{Nameservers: []string{s.DNSAddr()}}, s)
 	policies := make([]*mtasts.Policy, n)
 	start := make(chan struct{})
 	var wg sync.WaitGroup
@@ -162,7 +157,7 @@ func TestThousandConcurrentColdLookups(t *testing.T) {
 	s := mtaststest.NewServer()
 	defer s.Close()
 	s.Publish("d.example", "1", fabrikamEnforce)
-	policies := thousandCold(t, s, s.Client(), 1000)
+	policies := thousandCold(t, s, 1000)
 	require.NotNil(t, policies[0])
 	for _, p := range policies {
 		assert.Same(t, policies[0], p)
@@ -184,16 +179,13 @@ func BenchmarkConcurrentColdLookups(b *testing.B) {
 		s := mtaststest.NewServer()
 		defer s.Close()
 		s.Publish("d.example", "1", fabrikamEnforce)
-		client, tr := defaultClientTo(s)
-		defer tr.CloseIdleConnections()
 		b.ReportAllocs()
 		for b.Loop() {
 			s.ResetCounters()
-			thousandCold(b, s, client, 1000)
+			thousandCold(b, s, 1000)
 			if q, f := s.DNSQueries(), s.PolicyFetches(); q != 1 || f != 1 {
 				b.Fatalf("%d DNS queries and %d fetches, want 1 and 1", q, f)
 			}
-			tr.CloseIdleConnections()
 		}
 	})
 
@@ -207,10 +199,8 @@ func BenchmarkConcurrentColdLookups(b *testing.B) {
 			s.SetPolicy(names[i], fabrikamEnforce)
 		}
 		ns := newBurstDNS(b)
-		client, tr := defaultClientTo(s)
-		defer tr.CloseIdleConnections()
 		run := func() {
-			r := &mtasts.Resolver{Nameservers: []string{ns.addr}, HTTPClient: client}
+			r := useDefaultClient(&mtasts.Resolver{Nameservers: []string{ns.addr}}, s)
 			start := make(chan struct{})
 			var wg sync.WaitGroup
 			var failed atomic.Int32
@@ -226,7 +216,6 @@ func BenchmarkConcurrentColdLookups(b *testing.B) {
 			}
 			close(start)
 			wg.Wait()
-			tr.CloseIdleConnections()
 		}
 		run() // the fake host issues its 1,000 certificates once, untimed
 
@@ -335,9 +324,7 @@ func BenchmarkSoak(b *testing.B) {
 		}
 	}
 	clock := newClock()
-	client, tr := defaultClientTo(s)
-	defer tr.CloseIdleConnections()
-	r := &mtasts.Resolver{Nameservers: []string{s.DNSAddr()}, HTTPClient: client, Now: clock.Now}
+	r := useDefaultClient(&mtasts.Resolver{Nameservers: []string{s.DNSAddr()}, Now: clock.Now}, s)
 	ctx := context.Background()
 
 	// Warm every domain, 32 at a time, untimed.
@@ -357,7 +344,6 @@ func BenchmarkSoak(b *testing.B) {
 	}
 	close(work)
 	wg.Wait()
-	tr.CloseIdleConnections()
 	fetches, queries := s.PolicyFetches(), s.DNSQueries()
 	s.ResetCounters() // the fake server logs every query: keep that out of the heap
 
