@@ -44,12 +44,6 @@ var ErrNoSTARTTLS = errors.New("mtasts: MX host does not offer STARTTLS")
 // of its own in RFC 8460; it is reported as validation-failure with reason
 // "mx-not-allowed".
 func Classify(err error) (ResultType, string) {
-	var (
-		herr x509.HostnameError
-		uerr x509.UnknownAuthorityError
-		ierr x509.CertificateInvalidError
-		cve  *tls.CertificateVerificationError
-	)
 	switch {
 	case err == nil, errors.Is(err, ErrNoRecord), errors.Is(err, ErrInvalidDomain),
 		errors.Is(err, ErrCache), errors.Is(err, ErrCacheCorrupt), errors.Is(err, ErrCacheMiss):
@@ -58,7 +52,8 @@ func Classify(err error) (ResultType, string) {
 	// Policy discovery and fetch. The certificate of the policy host is a
 	// policy failure, not a negotiation one, so these come first.
 	case errors.Is(err, ErrWebPKI):
-		return ResultSTSWebPKIInvalid, webPKIReason(err)
+		_, reason, _ := certResult(err)
+		return ResultSTSWebPKIInvalid, reason
 	case errors.Is(err, ErrRedirect):
 		return ResultSTSPolicyFetchError, "http-redirect"
 	case errors.Is(err, ErrHTTPStatus):
@@ -85,36 +80,33 @@ func Classify(err error) (ResultType, string) {
 		return ResultValidationFailure, "mx-not-allowed"
 	case errors.Is(err, ErrNoSTARTTLS):
 		return ResultSTARTTLSNotSupported, "starttls-not-offered"
-	case errors.As(err, &herr):
-		return ResultCertificateHostMismatch, "certificate-host-mismatch"
-	case errors.As(err, &ierr) && ierr.Reason == x509.Expired:
-		return ResultCertificateExpired, "certificate-expired"
-	case errors.As(err, &uerr):
-		return ResultCertificateNotTrusted, "certificate-not-trusted"
-	case errors.As(err, &ierr):
-		return ResultCertificateNotTrusted, "certificate-invalid"
-	case errors.As(err, &cve):
-		return ResultCertificateNotTrusted, "certificate-invalid"
-	default:
-		return ResultValidationFailure, "tls-failure"
 	}
+	if typ, reason, ok := certResult(err); ok {
+		return typ, reason
+	}
+	return ResultValidationFailure, "tls-failure"
 }
 
-// webPKIReason names what was wrong with the policy host's certificate.
-func webPKIReason(err error) string {
+// certResult classifies a certificate verification failure, of an MX host or
+// of the policy host. ok is false if err is none; the reason is then
+// "certificate-invalid", the policy host's default.
+func certResult(err error) (_ ResultType, reason string, ok bool) {
 	var (
 		herr x509.HostnameError
 		uerr x509.UnknownAuthorityError
 		ierr x509.CertificateInvalidError
+		cve  *tls.CertificateVerificationError
 	)
 	switch {
 	case errors.As(err, &herr):
-		return "certificate-host-mismatch"
+		return ResultCertificateHostMismatch, "certificate-host-mismatch", true
 	case errors.As(err, &ierr) && ierr.Reason == x509.Expired:
-		return "certificate-expired"
+		return ResultCertificateExpired, "certificate-expired", true
 	case errors.As(err, &uerr):
-		return "certificate-not-trusted"
+		return ResultCertificateNotTrusted, "certificate-not-trusted", true
+	case errors.As(err, &ierr), errors.As(err, &cve):
+		return ResultCertificateNotTrusted, "certificate-invalid", true
 	default:
-		return "certificate-invalid"
+		return "", "certificate-invalid", false
 	}
 }
