@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"net/netip"
 	"strings"
-	"unicode/utf8"
 )
 
 // maxDomainLen keeps "_mta-sts." + domain within the 253 characters of a DNS name.
@@ -23,9 +22,6 @@ func normalizeDomain(domain string) (string, error) {
 	d := strings.TrimSuffix(domain, ".")
 	if strings.HasPrefix(d, "[") || isIPAddr(d) {
 		return "", fmt.Errorf("%w %q: an address literal has no policy", ErrInvalidDomain, domain)
-	}
-	if !utf8.ValidString(d) {
-		return "", fmt.Errorf("%w %q: not UTF-8", ErrInvalidDomain, domain)
 	}
 	a, err := toASCII(d)
 	if err != nil {
