@@ -25,7 +25,10 @@
 //
 // A cached policy stays in force until it expires, whatever happens to DNS and
 // to the policy host meanwhile (RFC 8461 §3.3, §10.2), and in the steady state
-// Lookup sends nothing on the network: it costs a map read.
+// Lookup sends nothing on the network: it costs a hash table read. A program
+// that runs for long also runs Resolver.Run, which fetches every cached policy
+// again about daily, so that none lapses at a time an attacker can predict
+// (RFC 8461 §10.2).
 package mtasts
 
 import (
@@ -33,6 +36,7 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net/http"
 	"sync"
 	"sync/atomic"
@@ -44,6 +48,21 @@ const (
 	DefaultMinTXTTTL    = time.Minute
 	DefaultFetchTimeout = time.Minute // RFC 8461 §3.3 suggests one minute
 	DefaultDNSTimeout   = 5 * time.Second
+
+	// DefaultMaxEntries is how many domains a Resolver keeps in memory when
+	// MaxEntries is zero: about 250 MB if every one held a policy, far more
+	// domains with MTA-STS than a large sender writes to in a policy's
+	// lifetime, so that a Resolver without a durable Cache does not forget a
+	// live policy under ordinary load.
+	DefaultMaxEntries = 1 << 20
+
+	// DefaultRefreshInterval is how often Run fetches each cached policy
+	// again when RefreshInterval is zero.
+	DefaultRefreshInterval = 24 * time.Hour
+
+	// DefaultRefreshConcurrency bounds the refreshes Run makes at once when
+	// RefreshConcurrency is zero.
+	DefaultRefreshConcurrency = 4
 
 	// maxTXTTTL caps how long a TXT answer is kept, whatever its TTL, so
 	// that a new policy id is noticed within the hour.
@@ -59,8 +78,8 @@ const (
 // and an in-memory cache.
 //
 // A Resolver is safe for concurrent use by multiple goroutines. Its fields must
-// not be changed after the first call to Lookup, and it must not be copied
-// after first use.
+// not be changed after the first call to one of its methods, and it must not
+// be copied after first use.
 type Resolver struct {
 	// Nameservers are the DNS servers to query, as "host:port", tried in
 	// order. If empty, those of /etc/resolv.conf are used. They should be
@@ -76,7 +95,8 @@ type Resolver struct {
 	HTTPClient *http.Client
 
 	// Cache, if not nil, holds policies across restarts or processes. If nil,
-	// policies are cached in memory only.
+	// policies are cached in memory only. A Cache that is also a CacheLister
+	// lets Run refresh, and Entries list, the policies only it holds.
 	Cache Cache
 
 	// Now returns the current time. If nil, time.Now is used. Every time
@@ -90,6 +110,11 @@ type Resolver struct {
 	// a domain that simply has no record. It is called once per failure, not
 	// once per Lookup, from the goroutine doing the work; it must not block.
 	OnError func(domain string, err error)
+
+	// Logger, if not nil, gets one record per policy fetched, changed or
+	// refreshed and per failure (the failures OnError gets). If nil, nothing
+	// is logged.
+	Logger *slog.Logger
 
 	// MinTXTTTL is the least time a TXT answer, positive or negative, is kept,
 	// so that a TTL of zero does not mean a query per message. It is also how
@@ -105,8 +130,26 @@ type Resolver struct {
 	// DefaultDNSTimeout.
 	DNSTimeout time.Duration
 
-	entries   sync.Map                  // domain -> *entry
-	nextSweep atomic.Pointer[time.Time] // when sweep may next run
+	// MaxEntries bounds how many domains are kept in memory. Past it, the
+	// domains not looked up lately leave memory, negative answers and expired
+	// policies before live ones, and a later Lookup finds a policy again in
+	// Cache, or fetches it. Without a durable Cache, a live policy that leaves
+	// memory is forgotten until fetched again, which an attacker who blocks
+	// the fetch can prevent: set MaxEntries with that in mind, or set a Cache.
+	// If zero, DefaultMaxEntries; if negative, there is no bound.
+	MaxEntries int
+
+	// RefreshInterval is how often Run fetches each cached policy again, and
+	// at most half its max_age. If zero, DefaultRefreshInterval.
+	RefreshInterval time.Duration
+
+	// RefreshConcurrency bounds the refreshes Run makes at once. If zero,
+	// DefaultRefreshConcurrency.
+	RefreshConcurrency int
+
+	memOnce sync.Once
+	mem     atomic.Pointer[memCache] // set once, by memOnce
+	stats   counters
 
 	sysOnce    sync.Once // reads /etc/resolv.conf into sysServers or sysErr
 	sysServers []string
@@ -120,40 +163,38 @@ type Resolver struct {
 	directRoots *x509.CertPool
 }
 
-// entry is one domain's cache slot.
-type entry struct {
-	state atomic.Pointer[state] // nil until the first lookup completes
-
-	mu    sync.Mutex // mu guards call and timer.
-	call  *call      // the lookup under way, if any
-	timer *time.Timer
-}
-
-// state is what is known of a domain after a lookup. It is never modified once
-// published, except for stale.
-type state struct {
-	policy     *Policy   // live when stored; nil if none
-	err        error     // what Lookup returns while policy is nil
-	txtUntil   time.Time // when the TXT answer must be asked again
-	freshUntil time.Time // txtUntil, or the policy's expiry if sooner
-	failedID   string    // the record id whose fetch failed last
-	retryAt    time.Time // when failedID may be fetched again
-	fetchErr   error     // why it failed
-
-	// stale is set when freshUntil has passed, by a timer, when Now is nil:
-	// this keeps the clock off Lookup's hot path.
-	stale atomic.Bool
-}
-
 // call is a lookup in progress, shared by the callers that wait for it.
 type call struct {
-	done    chan struct{}
-	waiters int // guarded by entry.mu
-	cancel  context.CancelFunc
-	policy  *Policy
-	err     error
+	done   chan struct{} // closed when policy and err are set
+	kind   lookupKind
+	policy *Policy
+	err    error
 
 	fetching atomic.Bool // the DNS answer is in and the policy is being fetched
+}
+
+// lookupKind says how much a lookup asks of the network.
+type lookupKind int
+
+const (
+	lookupCached  lookupKind = iota // answer from memory if fresh
+	lookupRecheck                   // ask DNS now, fetch if the id changed (Refresh)
+	lookupRefetch                   // ask DNS now and fetch whatever it says (Run)
+)
+
+// failure is a fetch that failed, remembered so that the same record id is
+// not fetched again within fetchRetryDelay (RFC 8461 §3.3).
+type failure struct {
+	id      string    // the record id whose policy could not be fetched
+	at      time.Time // when it failed
+	retryAt time.Time // when the id may be fetched again
+	err     error
+}
+
+// holds reports whether f still keeps id from being fetched at now. A clock
+// that reads earlier than the failure ends the wait.
+func (f *failure) holds(id string, now time.Time) bool {
+	return f != nil && f.id == id && !now.Before(f.at) && now.Before(f.retryAt)
 }
 
 // Lookup returns the MTA-STS policy for a recipient domain (or the smart
@@ -171,20 +212,24 @@ type call struct {
 //
 // A failure that a cached policy hides returns the cached policy and a nil
 // error, and is passed to OnError. Concurrent Lookups of one domain share one
-// DNS query and one fetch; each returns when the work is done or when its own
-// ctx is done, whichever is first.
+// DNS query and one fetch. That work belongs to the Resolver, not to the
+// callers: each caller returns when the work is done or when its own ctx is
+// done, whichever is first, but the work runs on to its own limits
+// (DNSTimeout, FetchTimeout) and its outcome is always recorded, so that a
+// policy host made slow cannot keep a domain without its policy.
 func (r *Resolver) Lookup(ctx context.Context, domain string) (*Policy, error) {
 	d, err := normalizeDomain(domain)
 	if err != nil {
 		return nil, err
 	}
 	// The hot path: a fresh answer in memory. No lock, no allocation, no I/O.
-	if v, ok := r.entries.Load(d); ok {
-		if s := v.(*entry).state.Load(); s != nil && r.fresh(s) {
-			return s.result()
+	if m := r.mem.Load(); m != nil {
+		if e := m.get(d); e != nil && e.isFresh(r.clock()) {
+			r.stats.fromMemory.add()
+			return e.result()
 		}
 	}
-	return r.lookupSlow(ctx, d, false)
+	return r.lookupSlow(ctx, d, lookupCached)
 }
 
 // Refresh is Lookup without the in-memory answer: it asks DNS for the
@@ -198,257 +243,341 @@ func (r *Resolver) Refresh(ctx context.Context, domain string) (*Policy, error) 
 	if err != nil {
 		return nil, err
 	}
-	return r.lookupSlow(ctx, d, true)
+	return r.lookupSlow(ctx, d, lookupRecheck)
 }
 
-// fresh reports whether s answers without asking DNS: its TXT answer has not
-// expired, nor its policy if it has one (LOOKUP.md step 2).
-func (r *Resolver) fresh(s *state) bool {
-	if r.Now != nil {
-		return r.Now().Before(s.freshUntil)
+// memCache returns the in-memory layer, making it on first use.
+func (r *Resolver) memCache() *memCache {
+	if m := r.mem.Load(); m != nil {
+		return m
 	}
-	return !s.stale.Load()
+	r.memOnce.Do(func() {
+		limit := r.MaxEntries
+		if limit == 0 {
+			limit = DefaultMaxEntries
+		}
+		r.mem.Store(newMemCache(max(limit, 0)))
+	})
+	return r.mem.Load()
 }
 
-func (s *state) result() (*Policy, error) {
-	if s.policy != nil {
-		return s.policy, nil
+// lookupSlow joins or starts the domain's work and waits for it or for ctx.
+// Unless kind asks for the network, an answer that became fresh meanwhile is
+// returned.
+func (r *Resolver) lookupSlow(ctx context.Context, d string, kind lookupKind) (*Policy, error) {
+	r.stats.slowLookups.Add(1)
+	m := r.memCache()
+	h := m.hash(d)
+	sh := m.shardOf(h)
+	for {
+		now := r.clock()
+		sh.mu.Lock()
+		r.sweepIfDue(sh, now)
+		if kind == lookupCached {
+			if e := sh.lookup(h, d); e != nil && e.isFresh(now) {
+				sh.mu.Unlock()
+				r.stats.slowFromMemory.Add(1)
+				return e.result()
+			}
+		}
+		c := sh.calls[d]
+		if c != nil && kind == lookupRefetch && c.kind != lookupRefetch {
+			// The work under way may not fetch: let it finish, then fetch.
+			sh.mu.Unlock()
+			select {
+			case <-c.done:
+				continue
+			case <-ctx.Done():
+				return r.abandon(m, d, c, ctx.Err())
+			}
+		}
+		if c == nil {
+			c = &call{done: make(chan struct{}), kind: kind}
+			sh.calls[d] = c
+			go r.update(context.WithoutCancel(ctx), m, sh, h, d, c)
+		}
+		sh.mu.Unlock()
+		select {
+		case <-c.done:
+			return c.policy, c.err
+		case <-ctx.Done():
+			return r.abandon(m, d, c, ctx.Err())
+		}
 	}
-	return nil, s.err
 }
 
-// lookupSlow joins or starts the domain's update and waits for it or for ctx.
-// Unless force is set, an answer that became fresh meanwhile is returned.
-func (r *Resolver) lookupSlow(ctx context.Context, d string, force bool) (*Policy, error) {
-	r.sweep()
-	v, _ := r.entries.LoadOrStore(d, &entry{})
-	e := v.(*entry)
-	e.mu.Lock()
-	if s := e.state.Load(); !force && s != nil && r.fresh(s) {
-		e.mu.Unlock()
-		return s.result()
+// abandon is what a caller whose ctx ended before the work c was done gets: a
+// live policy if memory holds one, else a DNS or fetch failure by the phase
+// the work was in. The work goes on.
+func (r *Resolver) abandon(m *memCache, d string, c *call, err error) (*Policy, error) {
+	if e := m.get(d); e != nil {
+		if p := e.policy(); p != nil && r.wall().Before(p.Expires()) {
+			return p, nil
+		}
 	}
-	c := e.call
-	if c == nil {
-		// The work outlives any one caller: it runs until it is done or every
-		// caller waiting for it has given up. Its own time limits are
-		// DNSTimeout and FetchTimeout.
-		wctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
-		c = &call{done: make(chan struct{}), cancel: cancel}
-		e.call = c
-		go r.update(wctx, d, e, c)
-	}
-	c.waiters++
-	e.mu.Unlock()
-
-	select {
-	case <-c.done:
-		return c.policy, c.err
-	case <-ctx.Done():
-	}
-	e.mu.Lock()
-	c.waiters--
-	if c.waiters == 0 && e.call == c {
-		c.cancel()
-		e.call = nil // the next caller starts afresh
-	}
-	e.mu.Unlock()
-	// A policy that has not expired still applies, even if it could not be
-	// refreshed in time.
-	if s := e.state.Load(); s != nil && s.policy != nil && r.now().Before(s.policy.Expires()) {
-		return s.policy, nil
-	}
-	return nil, abandonError(d, c, ctx.Err())
-}
-
-// abandonError is what a caller whose ctx ended before the lookup finished
-// gets: a DNS or fetch failure by the phase the lookup was in.
-func abandonError(d string, c *call, err error) error {
 	switch {
 	case !c.fetching.Load():
-		return fmt.Errorf("%w: TXT _mta-sts.%s: %w", ErrDNSTemporary, d, err)
+		return nil, fmt.Errorf("%w: TXT _mta-sts.%s: %w", ErrDNSTemporary, d, err)
 	case errors.Is(err, context.DeadlineExceeded):
-		return fmt.Errorf("%w: %w: %s: %w", ErrPolicyFetch, ErrFetchTimeout, policyURL(d), err)
+		return nil, fmt.Errorf("%w: %w: %s: %w", ErrPolicyFetch, ErrFetchTimeout, policyURL(d), err)
 	default:
-		return fmt.Errorf("%w: %s: %w", ErrPolicyFetch, policyURL(d), err)
+		return nil, fmt.Errorf("%w: %s: %w", ErrPolicyFetch, policyURL(d), err)
 	}
 }
 
-// update runs LOOKUP.md steps 1, 3 and 4 for one domain, publishes the new
-// state, reports failures, and hands the result to the callers waiting.
-func (r *Resolver) update(ctx context.Context, d string, e *entry, c *call) {
-	defer c.cancel()
-	prev := e.state.Load()
-	if prev == nil {
-		prev = r.loadCache(ctx, d)
-	}
-	next, failure := r.refresh(ctx, d, prev, &c.fetching)
+// update does one domain's work (RFC 8461 §3: the TXT record, then the policy
+// if it is new), publishes the outcome in memory and in Cache, reports
+// failures, and hands the result to the callers waiting. ctx carries no
+// deadline and is never cancelled: the work ends by its own limits.
+func (r *Resolver) update(ctx context.Context, m *memCache, sh *shard, h uint64, d string, c *call) {
+	defer close(c.done)
+	sh.mu.Lock()
+	prev := sh.lookup(h, d)
+	fail := sh.fails[d]
+	sh.mu.Unlock()
 
-	e.mu.Lock()
-	if e.call == c {
-		e.call = nil
+	var live *Policy
+	if prev != nil {
+		live = prev.policy()
+	} else if live = r.loadCache(ctx, d); live != nil {
+		// Known at once to callers that give up before the network answers.
+		now := r.clock()
+		r.publish(m, sh, h, d, c, &newPolicyEntry(live, now, now).entry, nil, false)
+		prev = m.get(d)
 	}
-	abandoned := ctx.Err() != nil // every caller gave up; the result may be partial
-	if !abandoned {
-		r.publish(e, next)
+	if live != nil && !r.wall().Before(live.Expires()) {
+		live = nil
 	}
-	e.mu.Unlock()
-	if !abandoned {
-		if failure != nil {
-			r.report(d, failure)
+
+	o := r.decide(ctx, d, live, fail, c)
+	if o.fetched && r.Cache != nil {
+		if err := r.storeCache(ctx, o.policy); err != nil {
+			r.report(d, err)
 		}
-		c.policy, c.err = next.result()
 	}
-	close(c.done)
+
+	wall, now := r.wall(), r.clock()
+	freshFor := max(min(o.ttl, maxTXTTTL), r.minTXTTTL())
+	if o.policy != nil {
+		freshFor = min(freshFor, o.policy.Expires().Sub(wall))
+	}
+	if o.fail != nil && o.fail.retryAt.After(wall) {
+		freshFor = min(freshFor, o.fail.retryAt.Sub(wall))
+	}
+	fresh := now + int64(max(freshFor, 0))
+	var e *entry
+	switch {
+	case o.policy == nil:
+		e = &newNegEntry(d, o.err, now, fresh).entry
+	case prev != nil && prev.policy() == o.policy:
+		prev.setTimes(now, fresh) // the same policy: renewed in place
+		e = prev
+	default:
+		e = &newPolicyEntry(o.policy, now, fresh).entry
+	}
+	r.publish(m, sh, h, d, c, e, o.fail, true)
+	c.policy, c.err = e.result()
+	if o.report != nil {
+		r.report(d, o.report)
+	}
 }
 
-// sweep removes, at most once per MinTXTTTL, the entries that hold nothing
-// worth keeping: a stale answer with no live policy, no fetch failure still in
-// its retry delay, and no lookup under way.
-// Without it a sender that writes to many domains, most of them without
-// MTA-STS, would keep an entry for each forever. A policy that the sweep drops
-// from memory is still in Cache, if there is one.
-func (r *Resolver) sweep() {
-	now := r.now()
-	next := r.nextSweep.Load()
-	if next != nil && now.Before(*next) {
-		return
-	}
-	after := now.Add(r.minTXTTTL())
-	if !r.nextSweep.CompareAndSwap(next, &after) {
-		return // another caller sweeps
-	}
-	r.entries.Range(func(k, v any) bool {
-		e := v.(*entry)
-		e.mu.Lock()
-		defer e.mu.Unlock()
-		s := e.state.Load()
-		if e.call != nil || s == nil || r.fresh(s) ||
-			s.policy != nil && now.Before(s.policy.Expires()) || // live
-			s.failedID != "" && now.Before(s.retryAt) { // in its retry delay
-			return true
+// publish stores e as d's answer and fail as its failure, and, if last, ends
+// c's hold on the domain.
+func (r *Resolver) publish(m *memCache, sh *shard, h uint64, d string, c *call, e *entry, fail *failure, last bool) {
+	wall := r.wall()
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	if last {
+		if sh.calls[d] == c {
+			delete(sh.calls, d)
 		}
-		if e.timer != nil {
-			e.timer.Stop()
+		if fail != nil {
+			sh.fails[d] = fail
+		} else {
+			delete(sh.fails, d)
 		}
-		r.entries.CompareAndDelete(k, e)
-		return true
-	})
+	}
+	if n := sh.put(h, e, m.perShard, wall); n > 0 {
+		r.stats.evictions.Add(uint64(n))
+	}
 }
 
-// publish stores s as e's state and, when the clock is the real one, arms the
-// timer that marks it stale. e.mu must be held.
-func (r *Resolver) publish(e *entry, s *state) {
-	e.state.Store(s)
-	if r.Now != nil {
-		return
-	}
-	if e.timer != nil {
-		e.timer.Stop()
-	}
-	wait := time.Until(s.freshUntil)
-	if wait <= 0 {
-		s.stale.Store(true)
-		e.timer = nil
-		return
-	}
-	e.timer = time.AfterFunc(wait, func() { s.stale.Store(true) })
+// outcome is what one round of work learned of a domain.
+type outcome struct {
+	policy  *Policy       // the policy in force: the live one, a new one, or nil
+	fetched bool          // policy was fetched by this work
+	err     error         // what Lookup returns when policy is nil
+	ttl     time.Duration // how long the DNS answer may be kept
+	fail    *failure      // the fetch failure to remember, if any
+	report  error         // the failure to report, if any
 }
 
-// refresh decides, from what is known (prev, which may be empty), what to ask
-// the network and what the domain's new state is. It returns the failure to
-// report, if any. It sets fetching when it starts the fetch.
-func (r *Resolver) refresh(ctx context.Context, d string, prev *state, fetching *atomic.Bool) (*state, error) {
-	now := r.now()
-	var live *Policy // the cached policy, if it has not expired
-	if prev.policy != nil && now.Before(prev.policy.Expires()) {
-		live = prev.policy
-	}
-	next := &state{policy: live, failedID: prev.failedID, retryAt: prev.retryAt, fetchErr: prev.fetchErr}
-
+// decide runs RFC 8461 §3 for d from what is known (live, which may be nil,
+// and the last failure): the TXT query, then the fetch when the record names
+// a policy that is not the live one, or, for kind lookupRefetch, whatever the
+// record says (RFC 8461 §10.2: refresh before the policy expires).
+func (r *Resolver) decide(ctx context.Context, d string, live *Policy, fail *failure, c *call) outcome {
+	o := outcome{policy: live, fail: fail}
+	refetch := c.kind == lookupRefetch && live != nil
 	rec, ttl, err := r.discover(ctx, d)
+	o.ttl = ttl
+	var id string // the record id to fetch under
 	switch {
 	case errors.Is(err, ErrDNSTemporary):
-		// Step 3b: keep what is live; ask again soon.
-		next.err = err
-		return r.until(next, now, 0), err
+		// Keep what is live; ask again soon.
+		o.err, o.report, o.ttl = err, err, 0
+		if !refetch {
+			return o
+		}
+		id = live.ID
 	case err != nil:
-		// Step 3a: no usable record. Absence never removes a live policy
-		// (RFC 8461 §3.1); a malformed record is worth reporting.
-		r.until(next, now, ttl)
-		if errors.Is(err, ErrNoRecord) {
-			return next, nil
+		// No usable record. Absence never removes a live policy (RFC 8461
+		// §3.1); a malformed record is worth reporting.
+		if !errors.Is(err, ErrNoRecord) {
+			o.report = err
 		}
-		return next, err
-	case live != nil && rec.ID == live.ID:
-		// Step 3c: the policy has not changed.
-		return r.until(next, now, ttl), nil
-	case rec.ID == prev.failedID && now.Before(prev.retryAt):
-		// Step 3d: this id failed lately; do not hammer the policy host.
-		next.err = prev.fetchErr
-		return r.until(next, now, ttl), nil
+		if !refetch {
+			return o
+		}
+		id = live.ID
+	case live != nil && rec.ID == live.ID && !refetch:
+		return o // the policy has not changed
+	default:
+		id = rec.ID
+	}
+	now := r.wall()
+	if fail.holds(id, now) {
+		// This id failed lately; do not hammer the policy host.
+		if live == nil {
+			o.err = fail.err
+		}
+		return o
 	}
 
-	// Step 4: fetch the policy the record announces.
-	fetching.Store(true)
+	c.fetching.Store(true)
+	r.stats.fetches.Add(1)
+	start := time.Now()
 	p, err := r.fetch(ctx, d)
-	now = r.now()
+	now = r.wall()
 	if err != nil {
-		// Step 4b: a live policy stays in force (RFC 8461 §3.3, §10.2).
-		next.err, next.fetchErr = err, err
-		next.failedID, next.retryAt = rec.ID, now.Add(fetchRetryDelay)
-		return r.until(next, now, ttl), err
+		// A live policy stays in force (RFC 8461 §3.3, §10.2).
+		o.fail = &failure{id: id, at: now, retryAt: now.Add(fetchRetryDelay), err: err}
+		if live == nil {
+			o.err = err
+		}
+		if live == nil || live.Mode != ModeNone || c.kind != lookupRefetch {
+			o.report = err
+		}
+		if c.kind == lookupRefetch {
+			r.stats.refreshFailures.Add(1)
+		}
+		return o
 	}
-	// Step 4a: the new policy replaces the old, whatever its mode (§8.3: a
+	// The new policy replaces the old, whatever its mode (RFC 8461 §8.3: a
 	// fetched "none" replaces a cached "enforce").
-	p.Domain, p.ID, p.Fetched = d, rec.ID, now
-	next = r.until(&state{policy: p}, now, ttl)
-	if r.Cache != nil {
-		if err := r.storeCache(ctx, p); err != nil {
-			return next, err
-		}
-	}
-	return next, nil
+	p.Domain, p.ID, p.Fetched = d, id, now
+	o.policy, o.fetched, o.fail = p, true, nil
+	r.logFetch(p, live, c.kind, time.Since(start))
+	return o
 }
 
-// until sets the times of s: the TXT answer is kept for ttl, but at least
-// MinTXTTTL and at most an hour; the whole answer is fresh until then, or until the policy
-// expires or a failed fetch may be retried, if sooner.
-func (r *Resolver) until(s *state, now time.Time, ttl time.Duration) *state {
-	s.txtUntil = now.Add(max(min(ttl, maxTXTTTL), r.minTXTTTL()))
-	s.freshUntil = s.txtUntil
-	if s.policy != nil {
-		if exp := s.policy.Expires(); exp.Before(s.freshUntil) {
-			s.freshUntil = exp
-		}
+// logFetch records a policy fetched, and whether it changed or refreshed the
+// one before.
+func (r *Resolver) logFetch(p, old *Policy, kind lookupKind, took time.Duration) {
+	if kind == lookupRefetch {
+		r.stats.refreshes.Add(1)
 	}
-	if s.failedID != "" && s.retryAt.After(now) && s.retryAt.Before(s.freshUntil) {
-		s.freshUntil = s.retryAt
+	if r.Logger == nil {
+		return
 	}
-	return s
+	attrs := []slog.Attr{
+		slog.String("domain", p.Domain), slog.String("id", p.ID),
+		slog.String("mode", string(p.Mode)), slog.Duration("max_age", p.MaxAge),
+		slog.Duration("took", took),
+	}
+	ctx := context.Background()
+	switch {
+	case old == nil:
+		r.Logger.LogAttrs(ctx, slog.LevelInfo, "mtasts: policy fetched", attrs...)
+	case old.ID != p.ID || old.Mode != p.Mode || !equalStrings(old.MX, p.MX) || old.MaxAge != p.MaxAge:
+		attrs = append(attrs, slog.String("old_id", old.ID), slog.String("old_mode", string(old.Mode)))
+		r.Logger.LogAttrs(ctx, slog.LevelInfo, "mtasts: policy changed", attrs...)
+	default:
+		r.Logger.LogAttrs(ctx, slog.LevelInfo, "mtasts: policy refreshed", attrs...)
+	}
 }
 
-// loadCache returns the state that Cache holds for d, which is empty if it
-// holds nothing usable (step 1).
-func (r *Resolver) loadCache(ctx context.Context, d string) *state {
-	s := &state{}
+func equalStrings(a, b []string) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i] != b[i] {
+			return false
+		}
+	}
+	return true
+}
+
+// sweepIfDue removes, at most once per MinTXTTTL for each shard, the entries
+// that hold nothing worth keeping: a stale answer with no live policy, no
+// fetch failure still in its retry delay, and no work under way. Without it a
+// sender that writes to many domains, most of them without MTA-STS, would keep
+// an entry for each until MaxEntries. A clock that reads earlier than the last
+// sweep sweeps at once. sh.mu must be held.
+func (r *Resolver) sweepIfDue(sh *shard, now int64) {
+	if now >= sh.lastSweep && now < sh.nextSweep {
+		return
+	}
+	sh.lastSweep, sh.nextSweep = now, now+int64(r.minTXTTTL())
+	t := sh.tab.Load()
+	if t == nil {
+		return
+	}
+	wall := r.wall()
+	for i := range t.slots {
+		e := t.slots[i].Load()
+		if e == nil || e == tombstone || e.isFresh(now) {
+			continue
+		}
+		key := e.key()
+		if p := e.policy(); p != nil && wall.Before(p.Expires()) || // live
+			sh.calls[key] != nil {
+			continue
+		}
+		if f := sh.fails[key]; f != nil && !wall.Before(f.at) && wall.Before(f.retryAt) {
+			continue // in its retry delay
+		}
+		sh.drop(t, uint64(i), e)
+	}
+}
+
+// loadCache returns the live policy that Cache holds for d, or nil. An expired
+// one is deleted from Cache.
+func (r *Resolver) loadCache(ctx context.Context, d string) *Policy {
 	if r.Cache == nil {
-		return s
+		return nil
 	}
 	data, err := r.Cache.Get(ctx, d)
 	if err != nil {
 		if !errors.Is(err, ErrCacheMiss) {
 			r.report(d, fmt.Errorf("%w: reading %s: %w", ErrCache, d, err))
 		}
-		return s
+		return nil
 	}
 	p, err := decodePolicy(d, data)
 	if err != nil {
 		r.report(d, err)
-		return s
+		return nil
 	}
-	s.policy = p
-	return s
+	if !r.wall().Before(p.Expires()) {
+		if err := r.Cache.Delete(ctx, d); err != nil {
+			r.report(d, fmt.Errorf("%w: deleting expired %s: %w", ErrCache, d, err))
+		}
+		return nil
+	}
+	return p
 }
 
 func (r *Resolver) storeCache(ctx context.Context, p *Policy) error {
@@ -462,17 +591,34 @@ func (r *Resolver) storeCache(ctx context.Context, p *Policy) error {
 	return nil
 }
 
+// report passes a failure to OnError and the Logger, and counts it.
 func (r *Resolver) report(domain string, err error) {
+	r.stats.count(err)
+	if r.Logger != nil {
+		r.Logger.LogAttrs(context.Background(), slog.LevelWarn, "mtasts: failure",
+			slog.String("domain", domain), slog.String("error", err.Error()))
+	}
 	if r.OnError != nil {
 		r.OnError(domain, err)
 	}
 }
 
-func (r *Resolver) now() time.Time {
+// wall is the time of day, for the decisions that outlive the process:
+// max_age, the fetch time, retry delays.
+func (r *Resolver) wall() time.Time {
 	if r.Now != nil {
 		return r.Now()
 	}
 	return time.Now()
+}
+
+// clock is the time in nanoseconds on the clock that dates in-memory
+// answers: Now, if set, or the coarse monotonic clock.
+func (r *Resolver) clock() int64 {
+	if r.Now != nil {
+		return r.Now().UnixNano()
+	}
+	return coarseNow()
 }
 
 func (r *Resolver) minTXTTTL() time.Duration {

@@ -2,6 +2,7 @@ package mtasts_test
 
 import (
 	"context"
+	"sync"
 	"testing"
 
 	"github.com/seedc2a895ea/mtasts"
@@ -53,4 +54,35 @@ func BenchmarkLookupCached(b *testing.B) {
 	if n := s.DNSQueries(); n != 2 {
 		b.Errorf("%d DNS queries, want 2 (one per resolver's warm-up)", n)
 	}
+}
+
+// BenchmarkRWMutexMap is the baseline for BenchmarkLookupCached: a map under a
+// sync.RWMutex and one string compare, in the same run.
+func BenchmarkRWMutexMap(b *testing.B) {
+	var mu sync.RWMutex
+	m := map[string][]string{"fabrikam.com": {"mx.fabrikam.com", "*.backup.fabrikam.com"}}
+	b.Run("sequential", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			mu.RLock()
+			mx := m["fabrikam.com"]
+			mu.RUnlock()
+			if mx[0] != "mx.fabrikam.com" {
+				b.Fatal("refused")
+			}
+		}
+	})
+	b.Run("parallel", func(b *testing.B) {
+		b.ReportAllocs()
+		b.RunParallel(func(pb *testing.PB) {
+			for pb.Next() {
+				mu.RLock()
+				mx := m["fabrikam.com"]
+				mu.RUnlock()
+				if mx[0] != "mx.fabrikam.com" {
+					b.Fatal("refused")
+				}
+			}
+		})
+	})
 }

@@ -433,14 +433,16 @@ func testFetchRequest(t *testing.T, client string) {
 	assert.GreaterOrEqual(t, got.tls, uint16(0x0303), "TLS 1.2 or later")
 }
 
-// The caller's deadline bounds Lookup, whether DNS or HTTPS is stuck.
+// A caller's deadline ends its wait, not the work: the query or fetch runs
+// to the Resolver's own limits, and its failure is recorded and reported once.
 func TestContextDeadline(t *testing.T) {
 	t.Parallel()
 	for _, stuck := range []string{"dns", "https"} {
 		t.Run(stuck, func(t *testing.T) {
 			t.Parallel()
 			w := newWorld(t)
-			w.r.DNSTimeout = time.Minute
+			w.r.DNSTimeout = time.Second
+			w.r.FetchTimeout = time.Second
 			w.Publish("d.example", "1", fabrikamEnforce)
 			if stuck == "dns" {
 				w.SetDNSFault("_mta-sts.d.example", mtaststest.DNSSilent)
@@ -459,18 +461,67 @@ func TestContextDeadline(t *testing.T) {
 				assert.ErrorIs(t, err, mtasts.ErrFetchTimeout)
 				assert.ErrorIs(t, err, mtasts.ErrPolicyFetch)
 			}
-			assert.Less(t, time.Since(start), 5*time.Second, "Lookup overran its deadline")
-			// The caller's deadline is not the domain's fault: nothing is
-			// reported and the next caller tries again.
-			assert.Empty(t, w.fails.list())
-			if stuck == "https" {
-				w.SetPolicyFault("d.example", mtaststest.PolicyOK)
+			assert.Less(t, time.Since(start), 900*time.Millisecond, "Lookup overran its deadline")
+
+			// The work goes on to its own limit and reports its failure.
+			require.Eventually(t, func() bool { return len(w.fails.list()) > 0 }, 10*time.Second, 10*time.Millisecond,
+				"the abandoned work reported nothing")
+			fails := w.fails.list()
+			require.Len(t, fails, 1)
+			if stuck == "dns" {
+				assert.ErrorIs(t, fails[0], mtasts.ErrDNSTemporary)
 			} else {
+				assert.ErrorIs(t, fails[0], mtasts.ErrFetchTimeout)
+				// The failed id waits five minutes before it is fetched again.
+				_, err := lookup(t, w.r, "d.example")
+				assert.ErrorIs(t, err, mtasts.ErrFetchTimeout)
+				assert.Equal(t, 1, w.PolicyFetches())
+				w.SetPolicyFault("d.example", mtaststest.PolicyOK)
+				w.clock.Advance(5 * time.Minute)
+			}
+			if stuck == "dns" {
 				w.SetDNSFault("_mta-sts.d.example", mtaststest.DNSOK)
+				w.clock.Advance(mtasts.DefaultMinTXTTTL)
 			}
 			mustPolicy(t, w.r, "d.example")
 		})
 	}
+}
+
+// A policy host made slower than every caller's deadline is no downgrade:
+// the one fetch the callers share completes and its policy is cached.
+func TestSlowPolicyHostStillLearned(t *testing.T) {
+	t.Parallel()
+	w := newWorld(t)
+	w.Handle("mta-sts.slow.example", http.HandlerFunc(func(rw http.ResponseWriter, r *http.Request) {
+		select {
+		case <-time.After(300 * time.Millisecond):
+		case <-r.Context().Done():
+			return
+		}
+		rw.Header().Set("Content-Type", "text/plain")
+		fmt.Fprint(rw, fabrikamEnforce)
+	}))
+	w.SetRecord("slow.example", "v=STSv1; id=1;")
+	var wg sync.WaitGroup
+	for range 20 {
+		wg.Go(func() {
+			ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+			defer cancel()
+			p, err := w.r.Lookup(ctx, "slow.example")
+			assert.Nil(t, p)
+			assert.ErrorIs(t, err, context.DeadlineExceeded)
+		})
+	}
+	wg.Wait()
+	require.Eventually(t, func() bool {
+		ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+		defer cancel()
+		p, _ := w.r.Lookup(ctx, "slow.example")
+		return p != nil
+	}, 10*time.Second, 20*time.Millisecond, "the slow host's policy was never learned")
+	assert.Equal(t, 1, w.Requests("mta-sts.slow.example"), "fetches")
+	assert.Empty(t, w.fails.list())
 }
 
 func TestCachedBySameID(t *testing.T) {
