@@ -32,12 +32,19 @@ type Cache interface {
 // DirCache is a Cache that keeps one file per domain in a directory, created
 // with mode 0700 when first written to. Writes are atomic: a reader sees the
 // old file or the new one, never a mix, even if the process dies mid-write.
+//
+// Get, Put and Delete return ctx.Err() without touching the directory if ctx
+// is done when they are called; once started, they run to the end, so that a
+// write is never left half done.
 type DirCache string
 
 // Get reads the file for key.
 func (d DirCache) Get(ctx context.Context, key string) ([]byte, error) {
 	name, err := d.path(key)
 	if err != nil {
+		return nil, err
+	}
+	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
 	data, err := os.ReadFile(name)
@@ -52,6 +59,9 @@ func (d DirCache) Get(ctx context.Context, key string) ([]byte, error) {
 func (d DirCache) Put(ctx context.Context, key string, data []byte) error {
 	name, err := d.path(key)
 	if err != nil {
+		return err
+	}
+	if err := ctx.Err(); err != nil {
 		return err
 	}
 	if err := os.MkdirAll(string(d), 0o700); err != nil {
@@ -81,6 +91,9 @@ func (d DirCache) Put(ctx context.Context, key string, data []byte) error {
 func (d DirCache) Delete(ctx context.Context, key string) error {
 	name, err := d.path(key)
 	if err != nil {
+		return err
+	}
+	if err := ctx.Err(); err != nil {
 		return err
 	}
 	if err := os.Remove(name); err != nil && !errors.Is(err, fs.ErrNotExist) {

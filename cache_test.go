@@ -3,6 +3,7 @@ package mtasts
 import (
 	"context"
 	"errors"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"testing"
@@ -64,6 +65,35 @@ func TestDirCacheRefusesUnsafeKeys(t *testing.T) {
 	}
 	_, err = DirCache("").Get(ctx, "example.com")
 	assert.Error(t, err, "DirCache with no directory")
+}
+
+// A done ctx stops Get, Put and Delete before they touch the directory.
+func TestDirCacheCancelled(t *testing.T) {
+	t.Parallel()
+	cancelled, cancel := context.WithCancel(context.Background())
+	cancel()
+
+	missing := DirCache(filepath.Join(t.TempDir(), "cache"))
+	assert.ErrorIs(t, missing.Put(cancelled, "example.com", []byte("x")), context.Canceled, "Put")
+	_, err := os.Stat(string(missing))
+	assert.ErrorIs(t, err, fs.ErrNotExist, "Put created the directory")
+
+	dir := t.TempDir()
+	c := DirCache(dir)
+	require.NoError(t, c.Put(context.Background(), "example.com", []byte("one")))
+	assert.ErrorIs(t, c.Put(cancelled, "example.com", []byte("two")), context.Canceled, "Put")
+	data, err := c.Get(cancelled, "example.com")
+	assert.ErrorIs(t, err, context.Canceled, "Get")
+	assert.Nil(t, data, "Get")
+	assert.ErrorIs(t, c.Delete(cancelled, "example.com"), context.Canceled, "Delete")
+
+	names, err := os.ReadDir(dir)
+	require.NoError(t, err)
+	require.Len(t, names, 1, "files in the directory")
+	assert.Equal(t, "example.com", names[0].Name())
+	data, err = os.ReadFile(filepath.Join(dir, "example.com"))
+	require.NoError(t, err)
+	assert.Equal(t, "one", string(data), "the file after a cancelled Put and Delete")
 }
 
 func TestCacheEntryRoundTrip(t *testing.T) {
