@@ -8,6 +8,8 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"runtime"
+	"syscall"
 	"time"
 )
 
@@ -30,8 +32,9 @@ type Cache interface {
 }
 
 // DirCache is a Cache that keeps one file per domain in a directory, created
-// with mode 0700 when first written to. Writes are atomic: a reader sees the
-// old file or the new one, never a mix, even if the process dies mid-write.
+// with mode 0700 when first written to. Writes are atomic and durable: a reader
+// sees the old file or the new one, never a mix, even if the process or the
+// machine dies mid-write, and a Put or Delete that succeeded survives a crash.
 //
 // Get, Put and Delete return ctx.Err() without touching the directory if ctx
 // is done when they are called; once started, they run to the end, so that a
@@ -54,8 +57,9 @@ func (d DirCache) Get(ctx context.Context, key string) ([]byte, error) {
 	return data, err
 }
 
-// Put writes data to a temporary file in the directory, syncs it and renames
-// it over the file for key.
+// Put writes data to a temporary file in the directory, syncs it, renames it
+// over the file for key and syncs the directory, so that the new name is on
+// disk too when Put returns.
 func (d DirCache) Put(ctx context.Context, key string, data []byte) error {
 	name, err := d.path(key)
 	if err != nil {
@@ -64,10 +68,10 @@ func (d DirCache) Put(ctx context.Context, key string, data []byte) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	if err := os.MkdirAll(string(d), 0o700); err != nil {
+	if err := d.mkdir(); err != nil {
 		return err
 	}
-	f, err := os.CreateTemp(string(d), ".tmp-*")
+	f, err := os.CreateTemp(string(d), tmpPattern)
 	if err != nil {
 		return err
 	}
@@ -83,11 +87,14 @@ func (d DirCache) Put(ctx context.Context, key string, data []byte) error {
 	}
 	if werr != nil {
 		os.Remove(f.Name())
+		return werr
 	}
-	return werr
+	return syncDir(string(d))
 }
 
-// Delete removes the file for key.
+// Delete removes the file for key and syncs the directory. It syncs it even
+// if the file was already gone: another Delete may have removed it and not yet
+// made that durable.
 func (d DirCache) Delete(ctx context.Context, key string) error {
 	name, err := d.path(key)
 	if err != nil {
@@ -99,7 +106,67 @@ func (d DirCache) Delete(ctx context.Context, key string) error {
 	if err := os.Remove(name); err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return err
 	}
+	if err := syncDir(string(d)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return err
+	}
 	return nil
+}
+
+// tmpPattern names Put's temporary files. Their leading dot keeps them apart
+// from keys, which path refuses to start with a dot.
+const tmpPattern = tmpPrefix + "*"
+
+const tmpPrefix = ".tmp-"
+
+// mkdir creates the directory if it does not exist, and syncs the parent of
+// each directory it creates, so that the files Put goes on to sync are not
+// lost with a directory entry that was never written.
+func (d DirCache) mkdir() error {
+	var missing []string // the directory and its missing ancestors, deepest first
+	for p := filepath.Clean(string(d)); ; p = filepath.Dir(p) {
+		_, err := os.Stat(p)
+		if err == nil {
+			break
+		}
+		if !errors.Is(err, fs.ErrNotExist) {
+			return err
+		}
+		missing = append(missing, p)
+		if filepath.Dir(p) == p {
+			break
+		}
+	}
+	if len(missing) == 0 {
+		return nil
+	}
+	if err := os.MkdirAll(string(d), 0o700); err != nil {
+		return err
+	}
+	for _, p := range missing {
+		if err := syncDir(filepath.Dir(p)); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// syncDir flushes a directory's entries to disk, where the system can.
+func syncDir(dir string) error {
+	if runtime.GOOS == "windows" {
+		return nil // a directory opened for reading cannot be flushed there
+	}
+	f, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	err = f.Sync()
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if errors.Is(err, errors.ErrUnsupported) || errors.Is(err, syscall.EINVAL) {
+		return nil // the file system has no use for it
+	}
+	return err
 }
 
 // path maps a key to its file. Keys are host names; anything else (a path
