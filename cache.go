@@ -5,7 +5,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
+	"iter"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -31,6 +33,24 @@ type Cache interface {
 	Delete(ctx context.Context, key string) error
 }
 
+// A CacheLister is a Cache that can list its keys, so that a Resolver can find
+// the policies that only its Cache holds, as after a restart, and an operator
+// can inspect or purge the store.
+type CacheLister interface {
+	Cache
+	// Keys returns the keys stored, in no particular order. A key stored and
+	// left alone for the whole listing is listed once; one that is put or
+	// deleted while the listing runs may be listed or not, or listed twice.
+	// A listed key may be deleted before the caller reads it, so Get may then
+	// return ErrCacheMiss: that is not an error of the listing. Only keys that
+	// Get accepts are listed.
+	//
+	// An error ends the listing: it comes with an empty key as the last pair,
+	// and the keys listed before it stand. If ctx is done, the listing ends
+	// with ctx.Err(). The caller may stop early by leaving the loop.
+	Keys(ctx context.Context) iter.Seq2[string, error]
+}
+
 // DirCache is a Cache that keeps one file per domain in a directory, created
 // with mode 0700 when first written to. Writes are atomic and durable: a reader
 // sees the old file or the new one, never a mix, even if the process or the
@@ -40,6 +60,8 @@ type Cache interface {
 // is done when they are called; once started, they run to the end, so that a
 // write is never left half done.
 type DirCache string
+
+var _ CacheLister = DirCache("")
 
 // Get reads the file for key.
 func (d DirCache) Get(ctx context.Context, key string) ([]byte, error) {
@@ -112,6 +134,55 @@ func (d DirCache) Delete(ctx context.Context, key string) error {
 	return nil
 }
 
+// Keys lists the files in the directory that are named after a policy domain
+// in lower-case A-labels, which is what a Resolver stores, as CacheLister
+// describes; it skips other names. A directory that does not exist yet holds
+// no keys.
+func (d DirCache) Keys(ctx context.Context) iter.Seq2[string, error] {
+	return func(yield func(string, error) bool) {
+		if d == "" {
+			yield("", errNoDir)
+			return
+		}
+		if err := ctx.Err(); err != nil {
+			yield("", err)
+			return
+		}
+		f, err := os.Open(string(d))
+		if errors.Is(err, fs.ErrNotExist) {
+			return
+		}
+		if err != nil {
+			yield("", err)
+			return
+		}
+		defer f.Close()
+		for {
+			entries, err := f.ReadDir(256)
+			for _, e := range entries {
+				if err := ctx.Err(); err != nil {
+					yield("", err)
+					return
+				}
+				name := e.Name()
+				if !e.Type().IsRegular() || !isNormalDomain(name) {
+					continue
+				}
+				if !yield(name, nil) {
+					return
+				}
+			}
+			if err == io.EOF {
+				return
+			}
+			if err != nil {
+				yield("", err)
+				return
+			}
+		}
+	}
+}
+
 // tmpPattern names Put's temporary files. Their leading dot keeps them apart
 // from keys, which path refuses to start with a dot.
 const tmpPattern = tmpPrefix + "*"
@@ -169,12 +240,14 @@ func syncDir(dir string) error {
 	return err
 }
 
+var errNoDir = errors.New("mtasts: DirCache has no directory")
+
 // path maps a key to its file. Keys are host names; anything else (a path
 // separator, "..", a leading dot) is refused rather than escaped, so a key can
 // never name a file outside the directory or a temporary file.
 func (d DirCache) path(key string) (string, error) {
 	if d == "" {
-		return "", errors.New("mtasts: DirCache has no directory")
+		return "", errNoDir
 	}
 	if key == "" || key[0] == '.' || len(key) > 253 {
 		return "", fmt.Errorf("mtasts: DirCache: invalid key %q", key)

@@ -3,6 +3,7 @@ package mtasts
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -94,6 +95,126 @@ func TestDirCacheCancelled(t *testing.T) {
 	data, err = os.ReadFile(filepath.Join(dir, "example.com"))
 	require.NoError(t, err)
 	assert.Equal(t, "one", string(data), "the file after a cancelled Put and Delete")
+}
+
+// keys collects what c.Keys lists and the error that ended the listing.
+func keys(ctx context.Context, c CacheLister) ([]string, error) {
+	var got []string
+	for key, err := range c.Keys(ctx) {
+		if err != nil {
+			return got, err
+		}
+		got = append(got, key)
+	}
+	return got, nil
+}
+
+func TestDirCacheKeys(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	dir := t.TempDir()
+	c := DirCache(dir)
+
+	want := []string{"example.com", "mail.example.org", "xn--bcher-kva.example", "a-1.b2.example"}
+	for _, key := range want {
+		require.NoError(t, c.Put(ctx, key, []byte(key)))
+	}
+	old := time.Now().Add(-2 * time.Hour)
+	write := func(name string, mtime time.Time) {
+		t.Helper()
+		p := filepath.Join(dir, name)
+		require.NoError(t, os.WriteFile(p, []byte("junk"), 0o600))
+		require.NoError(t, os.Chtimes(p, mtime, mtime))
+	}
+	write(".tmp-5678", time.Now()) // a Put's temporary file
+	// Names that are not keys, and which Keys must leave alone.
+	junk := []string{"README", ".hidden", "under_score.example", "1234", "Example.com", "example.com."}
+	for _, name := range junk {
+		write(name, old)
+	}
+	require.NoError(t, os.Mkdir(filepath.Join(dir, "sub.example"), 0o700))
+	require.NoError(t, os.Symlink("example.com", filepath.Join(dir, "link.example")))
+
+	got, err := keys(ctx, c)
+	require.NoError(t, err)
+	assert.ElementsMatch(t, want, got)
+	for _, key := range got {
+		data, err := c.Get(ctx, key)
+		require.NoError(t, err, "Get of a listed key")
+		assert.Equal(t, key, string(data))
+	}
+
+	left := map[string]bool{}
+	entries, err := os.ReadDir(dir)
+	require.NoError(t, err)
+	for _, e := range entries {
+		left[e.Name()] = true
+	}
+	for _, name := range append(junk, ".tmp-5678", "sub.example", "link.example") {
+		assert.True(t, left[name], "%s was removed", name)
+	}
+
+	// Stopping early is allowed.
+	n := 0
+	for range c.Keys(ctx) {
+		n++
+		break
+	}
+	assert.Equal(t, 1, n)
+}
+
+func TestDirCacheKeysMissingDirectory(t *testing.T) {
+	t.Parallel()
+	dir := filepath.Join(t.TempDir(), "not", "yet")
+	got, err := keys(context.Background(), DirCache(dir))
+	assert.NoError(t, err)
+	assert.Empty(t, got)
+	_, err = os.Stat(filepath.Join(dir, ".."))
+	assert.ErrorIs(t, err, fs.ErrNotExist, "Keys created a directory")
+}
+
+func TestDirCacheKeysErrors(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	_, err := keys(ctx, DirCache(""))
+	assert.Error(t, err, "DirCache with no directory")
+
+	file := filepath.Join(t.TempDir(), "file")
+	require.NoError(t, os.WriteFile(file, nil, 0o600))
+	got, err := keys(ctx, DirCache(file))
+	assert.Error(t, err, "a DirCache that is a file")
+	assert.Empty(t, got)
+}
+
+// A done ctx ends the listing with ctx.Err(), before it starts or between keys.
+func TestDirCacheKeysCancelled(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	c := DirCache(dir)
+	for i := range 10 {
+		require.NoError(t, c.Put(context.Background(), fmt.Sprintf("k%d.example", i), []byte("x")))
+	}
+	cancelled, cancel := context.WithCancel(context.Background())
+	cancel()
+	got, err := keys(cancelled, c)
+	assert.ErrorIs(t, err, context.Canceled)
+	assert.Empty(t, got)
+
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var listed []string
+	var errs []error
+	for key, err := range c.Keys(ctx) {
+		if err != nil {
+			errs = append(errs, err)
+			continue // the listing must end by itself
+		}
+		listed = append(listed, key)
+		cancel()
+	}
+	assert.Len(t, listed, 1, "keys listed after the cancel")
+	require.Len(t, errs, 1)
+	assert.ErrorIs(t, errs[0], context.Canceled)
 }
 
 func TestCacheEntryRoundTrip(t *testing.T) {
