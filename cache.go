@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"strings"
 	"syscall"
 	"time"
 )
@@ -59,6 +60,19 @@ type CacheLister interface {
 // Get, Put and Delete return ctx.Err() without touching the directory if ctx
 // is done when they are called; once started, they run to the end, so that a
 // write is never left half done.
+//
+// A process that dies mid-Put leaves a temporary file (".tmp-" and random
+// digits) behind. DirCache keeps no state to clean up with, so Keys does it:
+// it removes the temporary files that it passes and that were last written
+// more than an hour before, long after any live Put has renamed its own.
+// Whatever lists a DirCache cleans it too; a program can clean it on its own
+// with
+//
+//	for _, err := range d.Keys(ctx) {
+//		if err != nil {
+//			return err
+//		}
+//	}
 type DirCache string
 
 var _ CacheLister = DirCache("")
@@ -137,7 +151,8 @@ func (d DirCache) Delete(ctx context.Context, key string) error {
 // Keys lists the files in the directory that are named after a policy domain
 // in lower-case A-labels, which is what a Resolver stores, as CacheLister
 // describes; it skips other names. A directory that does not exist yet holds
-// no keys.
+// no keys. On its way, Keys removes the temporary files that a process left
+// behind more than tmpMaxAge ago; it ignores failures to do so.
 func (d DirCache) Keys(ctx context.Context) iter.Seq2[string, error] {
 	return func(yield func(string, error) bool) {
 		if d == "" {
@@ -157,6 +172,7 @@ func (d DirCache) Keys(ctx context.Context) iter.Seq2[string, error] {
 			return
 		}
 		defer f.Close()
+		now := time.Now()
 		for {
 			entries, err := f.ReadDir(256)
 			for _, e := range entries {
@@ -165,6 +181,10 @@ func (d DirCache) Keys(ctx context.Context) iter.Seq2[string, error] {
 					return
 				}
 				name := e.Name()
+				if strings.HasPrefix(name, tmpPrefix) {
+					d.removeStale(e, now)
+					continue
+				}
 				if !e.Type().IsRegular() || !isNormalDomain(name) {
 					continue
 				}
@@ -180,6 +200,29 @@ func (d DirCache) Keys(ctx context.Context) iter.Seq2[string, error] {
 				return
 			}
 		}
+	}
+}
+
+// tmpMaxAge is how long after its last write a temporary file is taken for
+// one that a dead process left behind. A Put renames its file right after
+// writing and syncing it, well within that.
+const tmpMaxAge = time.Hour
+
+// removeStale removes the temporary file e if it was last written more than
+// tmpMaxAge before now, or as long after it: a clock that was set back must
+// not keep it for ever. Should it remove a live Put's file all the same (a Put
+// stalled for that long, or a clock set forward), that Put fails its rename
+// and says so; no entry is torn.
+func (d DirCache) removeStale(e fs.DirEntry, now time.Time) {
+	if !e.Type().IsRegular() {
+		return
+	}
+	fi, err := e.Info()
+	if err != nil {
+		return // gone: renamed by its Put or removed by another Keys
+	}
+	if age := now.Sub(fi.ModTime()); age > tmpMaxAge || age < -tmpMaxAge {
+		os.Remove(filepath.Join(string(d), e.Name()))
 	}
 }
 

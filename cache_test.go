@@ -119,20 +119,25 @@ func TestDirCacheKeys(t *testing.T) {
 	for _, key := range want {
 		require.NoError(t, c.Put(ctx, key, []byte(key)))
 	}
-	old := time.Now().Add(-2 * time.Hour)
+	old := time.Now().Add(-2 * tmpMaxAge)
 	write := func(name string, mtime time.Time) {
 		t.Helper()
 		p := filepath.Join(dir, name)
 		require.NoError(t, os.WriteFile(p, []byte("junk"), 0o600))
 		require.NoError(t, os.Chtimes(p, mtime, mtime))
 	}
-	write(".tmp-5678", time.Now()) // a Put's temporary file
+	// Temporary files: a crashed Put's, and a live one's.
+	write(".tmp-1234", old)
+	write(".tmp-5678", time.Now())
+	write(".tmp-future", time.Now().Add(2*tmpMaxAge))
 	// Names that are not keys, and which Keys must leave alone.
 	junk := []string{"README", ".hidden", "under_score.example", "1234", "Example.com", "example.com."}
 	for _, name := range junk {
 		write(name, old)
 	}
 	require.NoError(t, os.Mkdir(filepath.Join(dir, "sub.example"), 0o700))
+	require.NoError(t, os.Mkdir(filepath.Join(dir, ".tmp-dir"), 0o700))
+	require.NoError(t, os.Chtimes(filepath.Join(dir, ".tmp-dir"), old, old))
 	require.NoError(t, os.Symlink("example.com", filepath.Join(dir, "link.example")))
 
 	got, err := keys(ctx, c)
@@ -150,7 +155,11 @@ func TestDirCacheKeys(t *testing.T) {
 	for _, e := range entries {
 		left[e.Name()] = true
 	}
-	for _, name := range append(junk, ".tmp-5678", "sub.example", "link.example") {
+	assert.False(t, left[".tmp-1234"], "a temporary file older than tmpMaxAge was kept")
+	assert.False(t, left[".tmp-future"], "a temporary file dated after tmpMaxAge from now was kept")
+	assert.True(t, left[".tmp-5678"], "a live temporary file was removed")
+	assert.True(t, left[".tmp-dir"], "a directory was removed")
+	for _, name := range append(junk, "sub.example", "link.example") {
 		assert.True(t, left[name], "%s was removed", name)
 	}
 
@@ -194,11 +203,17 @@ func TestDirCacheKeysCancelled(t *testing.T) {
 	for i := range 10 {
 		require.NoError(t, c.Put(context.Background(), fmt.Sprintf("k%d.example", i), []byte("x")))
 	}
+	stale := filepath.Join(dir, ".tmp-1")
+	require.NoError(t, os.WriteFile(stale, nil, 0o600))
+	old := time.Now().Add(-2 * tmpMaxAge)
+	require.NoError(t, os.Chtimes(stale, old, old))
+
 	cancelled, cancel := context.WithCancel(context.Background())
 	cancel()
 	got, err := keys(cancelled, c)
 	assert.ErrorIs(t, err, context.Canceled)
 	assert.Empty(t, got)
+	assert.FileExists(t, stale, "Keys cleaned with a done ctx")
 
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
