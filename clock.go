@@ -25,7 +25,7 @@ var (
 	clockNow     atomic.Int64 // nanoseconds since clockStart
 	clockRunning atomic.Bool  // the timer is armed
 	clockRead    atomic.Bool  // read since the last tick
-	clockTimer   *time.Timer // runs clockAdvance
+	clockTimer   *time.Timer  // runs clockAdvance
 )
 
 func init() {

@@ -559,25 +559,26 @@ func (r *Resolver) loadCache(ctx context.Context, d string) *Policy {
 	if r.Cache == nil {
 		return nil
 	}
-	data, err := r.Cache.Get(ctx, d)
+	p, err := r.readCache(ctx, d)
 	if err != nil {
 		if !errors.Is(err, ErrCacheMiss) {
-			r.report(d, fmt.Errorf("%w: reading %s: %w", ErrCache, d, err))
+			r.report(d, err)
 		}
-		return nil
-	}
-	p, err := decodePolicy(d, data)
-	if err != nil {
-		r.report(d, err)
 		return nil
 	}
 	if !r.wall().Before(p.Expires()) {
-		if err := r.Cache.Delete(ctx, d); err != nil {
-			r.report(d, fmt.Errorf("%w: deleting expired %s: %w", ErrCache, d, err))
-		}
+		r.deleteExpired(ctx, d)
 		return nil
 	}
 	return p
+}
+
+// deleteExpired deletes from Cache a policy found expired there: the
+// Resolver is the only one that knows it will never be used again.
+func (r *Resolver) deleteExpired(ctx context.Context, d string) {
+	if err := r.Cache.Delete(ctx, d); err != nil && ctx.Err() == nil {
+		r.report(d, fmt.Errorf("%w: deleting expired %s: %w", ErrCache, d, err))
+	}
 }
 
 func (r *Resolver) storeCache(ctx context.Context, p *Policy) error {

@@ -36,8 +36,8 @@ type Stats struct {
 // counters are the Resolver's counters. Each is written with one atomic add.
 type counters struct {
 	fromMemory      stripedCounter // Lookups answered on the lock-free path
-	slowLookups     atomic.Uint64 // the others
-	slowFromMemory  atomic.Uint64 // of which answered from memory after all
+	slowLookups     atomic.Uint64  // the others
+	slowFromMemory  atomic.Uint64  // of which answered from memory after all
 	dnsQueries      atomic.Uint64
 	fetches         atomic.Uint64
 	refreshes       atomic.Uint64

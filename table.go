@@ -1,6 +1,7 @@
 package mtasts
 
 import (
+	"bytes"
 	"hash/maphash"
 	"math/bits"
 	"strings"
@@ -108,40 +109,56 @@ func newPolicyEntry(p *Policy, now, fresh int64) *policyEntry {
 	pe.setTimes(now, fresh)
 	pe.p = *p
 	pe.p.Mode = canonicalMode(p.Mode)
-	n := len(p.Domain) + len(p.ID)
-	for _, m := range p.MX {
-		n += len(m)
-	}
-	for _, x := range p.Extensions {
-		n += len(x.Key) + len(x.Value)
-	}
-	var b strings.Builder
-	b.Grow(n) // no reallocation below: every substring taken stays valid
-	intern := func(s string) string {
-		if i := strings.Index(b.String(), s); i >= 0 {
-			return b.String()[i : i+len(s)]
+
+	// Lay the strings out in a scratch buffer, each one that is already
+	// there (as a whole string or inside one) only once, then copy the
+	// buffer into one string of exactly its size and cut them from it.
+	var (
+		scratch [256]byte
+		buf     = scratch[:0]
+		spans   = make([][2]int, 0, 8) // where each string lies in buf
+	)
+	add := func(s string) {
+		i := bytes.Index(buf, []byte(s))
+		if i < 0 {
+			i = len(buf)
+			buf = append(buf, s...)
 		}
-		i := b.Len()
-		b.WriteString(s)
-		return b.String()[i : i+len(s)]
+		spans = append(spans, [2]int{i, i + len(s)})
 	}
+	for _, m := range p.MX {
+		add(m)
+	}
+	add(p.Domain)
+	add(p.ID)
+	for _, x := range p.Extensions {
+		add(x.Key)
+		add(x.Value)
+	}
+	all := string(buf)
+	cut := func() string {
+		sp := spans[0]
+		spans = spans[1:]
+		return all[sp[0]:sp[1]]
+	}
+
 	mx := pe.mx[:0:len(pe.mx)]
 	if len(p.MX) > len(pe.mx) {
 		mx = make([]string, 0, len(p.MX))
 	}
-	for _, m := range p.MX {
-		mx = append(mx, intern(m))
+	for range p.MX {
+		mx = append(mx, cut())
 	}
 	pe.p.MX = mx
 	if len(p.MX) == 0 {
 		pe.p.MX = nil
 	}
-	pe.p.Domain = intern(p.Domain)
-	pe.p.ID = intern(p.ID)
+	pe.p.Domain = cut()
+	pe.p.ID = cut()
 	if len(p.Extensions) > 0 {
 		exts := make([]Extension, len(p.Extensions))
-		for i, x := range p.Extensions {
-			exts[i] = Extension{intern(x.Key), intern(x.Value)}
+		for i := range exts {
+			exts[i] = Extension{cut(), cut()}
 		}
 		pe.p.Extensions = exts
 	}
@@ -199,16 +216,33 @@ type shard struct {
 	_ [64]byte // keep shards' hot words on separate cache lines
 }
 
-// table is a power-of-two array of slots and their reference bits.
+// table is an array of slots and their reference bits. Its size is any
+// number: a hash picks a slot by multiplying, not by masking, so that a table
+// can grow by a fifth rather than double and stays about three-quarters full.
 type table struct {
-	mask  uint64
+	size  uint64
 	slots []atomic.Pointer[entry]
 	refs  []atomic.Uint32 // one bit per slot: read since the hand passed
 }
 
+// home is the first slot of h's probe sequence. It is taken from the bits
+// of h below those that chose the shard, which all of the shard's keys share.
+func (t *table) home(h uint64) uint64 {
+	hi, _ := bits.Mul64(h<<maxShardBits, t.size)
+	return hi
+}
+
+// next is the slot after i, wrapping around.
+func (t *table) next(i uint64) uint64 {
+	if i++; i == t.size {
+		return 0
+	}
+	return i
+}
+
 func newTable(size int) *table {
 	return &table{
-		mask:  uint64(size - 1),
+		size:  uint64(size),
 		slots: make([]atomic.Pointer[entry], size),
 		refs:  make([]atomic.Uint32, (size+31)/32),
 	}
@@ -230,12 +264,15 @@ func (t *table) referenced(i uint64) bool {
 	return w.And(^b)&b != 0
 }
 
+// maxShardBits is the most bits of a hash that pick a shard.
+const maxShardBits = 6
+
 func newMemCache(maxEntries int) *memCache {
 	// A shard per 4096 entries allowed, up to 64: small limits stay exact
 	// enough, large tables resize a shard at a time.
-	n := 64
+	n := 1 << maxShardBits
 	if maxEntries > 0 {
-		n = 1 << min(6, bits.Len(uint(maxEntries/4096)))
+		n = 1 << min(maxShardBits, bits.Len(uint(maxEntries/4096)))
 	}
 	m := &memCache{seed: maphash.MakeSeed(), shift: uint(64 - bits.TrailingZeros(uint(n))), shards: make([]shard, n)}
 	if maxEntries > 0 {
@@ -265,7 +302,7 @@ func (m *memCache) get(key string) *entry {
 	if t == nil {
 		return nil
 	}
-	for i := h & t.mask; ; i = (i + 1) & t.mask {
+	for i := t.home(h); ; i = t.next(i) {
 		e := t.slots[i].Load()
 		if e == nil {
 			return nil
@@ -282,7 +319,7 @@ func (t *table) find(h uint64, key string) int64 {
 	if t == nil {
 		return -1
 	}
-	for i := h & t.mask; ; i = (i + 1) & t.mask {
+	for i := t.home(h); ; i = t.next(i) {
 		e := t.slots[i].Load()
 		if e == nil {
 			return -1
@@ -317,10 +354,10 @@ func (s *shard) put(h uint64, e *entry, limit int, now time.Time) (evicted int) 
 		s.evict(now)
 		evicted++
 	}
-	if t == nil || (s.count+s.tombs+1)*4 > len(t.slots)*3 {
+	if t == nil || (s.count+s.tombs+1)*20 > len(t.slots)*17 {
 		t = s.resize(s.count + 1)
 	}
-	i := h & t.mask
+	i := t.home(h)
 	for {
 		old := t.slots[i].Load()
 		if old == nil || old == tombstone {
@@ -329,7 +366,7 @@ func (s *shard) put(h uint64, e *entry, limit int, now time.Time) (evicted int) 
 			}
 			break
 		}
-		i = (i + 1) & t.mask
+		i = t.next(i)
 	}
 	t.slots[i].Store(e)
 	t.touch(i)
@@ -359,10 +396,10 @@ func (s *shard) removeAt(t *table, i uint64) {
 // resize replaces the table with one sized for n entries and no tombstones.
 // Readers of the old table go on reading it; it is not written again.
 func (s *shard) resize(n int) *table {
-	size := 8
-	for size*3 < n*4*2 { // at most 3/8 full after a resize
-		size *= 2
-	}
+	// 70% full after a resize, 85% before the next: linear probing stays
+	// short (about four slots to find a key at 85%), and the table costs
+	// about 10 bytes an entry.
+	size := max(8, n*10/7+1)
 	old := s.tab.Load()
 	t := newTable(size)
 	if old != nil {
@@ -371,9 +408,9 @@ func (s *shard) resize(n int) *table {
 			if e == nil || e == tombstone {
 				continue
 			}
-			j := maphash.String(s.seed, e.key()) & t.mask
+			j := t.home(maphash.String(s.seed, e.key()))
 			for t.slots[j].Load() != nil {
-				j = (j + 1) & t.mask
+				j = t.next(j)
 			}
 			t.slots[j].Store(e)
 			if old.refs[i>>5].Load()&(1<<(i&31)) != 0 {
@@ -386,39 +423,33 @@ func (s *shard) resize(n int) *table {
 	return t
 }
 
-// evictScan bounds how many slots the hand looks at for an entry cheap to
-// forget before it settles for any entry not read lately.
-const evictScan = 64
-
-// evict forgets one entry, choosing as CLOCK does (an entry not read since the
-// hand last passed it), and among those, within evictScan slots, one that
-// holds no live policy: forgetting a negative answer costs one DNS query,
-// forgetting a live policy a fetch. mu must be held and the shard not empty.
+// evict forgets one entry. While the shard holds negative answers, it forgets
+// one of those or an expired policy: forgetting a negative answer costs one
+// DNS query, forgetting a live policy a fetch, and, without a durable Cache,
+// the policy's protection until then. Among the candidates it chooses as
+// CLOCK does: the first the hand finds that was not read since it last
+// passed. mu must be held and the shard not empty.
 func (s *shard) evict(now time.Time) {
 	t := s.tab.Load()
-	var fallback int64 = -1
-	for n := uint64(0); ; n++ {
-		i := s.hand & t.mask
-		s.hand++
+	cheapOnly := s.count > s.policies
+	for n := 0; ; n++ {
+		i := s.hand % t.size
+		s.hand = i + 1
 		e := t.slots[i].Load()
 		if e == nil || e == tombstone {
 			continue
 		}
-		if t.referenced(i) && n < 2*uint64(len(t.slots)) {
+		if cheapOnly {
+			if p := e.policy(); p != nil && now.Before(p.Expires()) {
+				continue
+			}
+		}
+		if t.referenced(i) && n < 2*len(t.slots) {
 			continue
 		}
-		if p := e.policy(); p == nil || !now.Before(p.Expires()) {
-			s.drop(t, i, e)
-			return
-		}
-		if fallback < 0 {
-			fallback = int64(i)
-		}
-		if n >= evictScan {
-			break
-		}
+		s.drop(t, i, e)
+		return
 	}
-	s.drop(t, uint64(fallback), t.slots[fallback].Load())
 }
 
 // drop removes the entry at slot i and what the shard remembers for it.
