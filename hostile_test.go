@@ -184,10 +184,10 @@ func (h *rawPolicyHost) track(tr *http.Transport) *http.Client {
 	return &http.Client{Transport: tr}
 }
 
-// useDefaultClient makes r fetch as it does when HTTPClient is nil, with its
+// defaultClient is the client a Resolver uses when HTTPClient is nil, with its
 // limits, but dialling the host and trusting its authority.
-func (h *rawPolicyHost) useDefaultClient(r *mtasts.Resolver) {
-	mtasts.UseDefaultClient(r, h.dial, h.pool)
+func (h *rawPolicyHost) defaultClient() *http.Client {
+	return mtasts.DefaultClient(h.dial, h.pool)
 }
 
 // callerClient is a caller's plain client: net/http's defaults (compression
@@ -387,7 +387,7 @@ func TestHostilePolicyHosts(t *testing.T) {
 						w.r.FetchTimeout = tc.fetchTimeout
 					}
 					o := tc.dflt
-					h.useDefaultClient(w.r)
+					w.r.HTTPClient = h.defaultClient()
 					if client != "default client" {
 						o = tc.caller
 						w.r.HTTPClient = h.callerClient()
@@ -501,7 +501,7 @@ func TestHostileMemory(t *testing.T) {
 			w.SetRecord("d.example", "v=STSv1; id=1;")
 			w.r.HTTPClient = h.callerClient()
 			if tc.dflt {
-				h.useDefaultClient(w.r)
+				w.r.HTTPClient = h.defaultClient()
 			}
 			var p *mtasts.Policy
 			var err error

@@ -32,7 +32,7 @@ import (
 // connection of its own for each fetch, its limits), but connecting to s and
 // trusting s's authority.
 func useDefaultClient(r *mtasts.Resolver, s *mtaststest.Server) *mtasts.Resolver {
-	mtasts.UseDefaultClient(r, func(ctx context.Context, _, _ string) (net.Conn, error) {
+	r.HTTPClient = mtasts.DefaultClient(func(ctx context.Context, _, _ string) (net.Conn, error) {
 		var d net.Dialer
 		return d.DialContext(ctx, "tcp", s.HTTPSAddr())
 	}, s.RootCAs())

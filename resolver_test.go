@@ -320,44 +320,37 @@ func TestFetchFailures(t *testing.T) {
 		{mtaststest.PolicyCertUntrusted, []error{mtasts.ErrPolicyFetch, mtasts.ErrWebPKI}},
 	}
 	for _, tc := range cases {
-		for _, client := range clients {
-			t.Run(tc.fault.String()+"/"+client, func(t *testing.T) {
-				t.Parallel()
-				w := newWorld(t)
-				w.useClient(client)
-				w.r.FetchTimeout = time.Second // for PolicyNoResponse
-				w.Publish("d.example", "1", fabrikamEnforce)
-				w.SetPolicyFault("d.example", tc.fault)
-				p, err := lookup(t, w.r, "d.example")
-				assert.Nil(t, p)
-				for _, want := range tc.want {
-					assert.ErrorIs(t, err, want)
-				}
-				if !errors.Is(tc.want[1], mtasts.ErrWebPKI) {
-					assert.NotErrorIs(t, err, mtasts.ErrWebPKI)
-				}
-				if fails := w.fails.list(); assert.Len(t, fails, 1) {
-					assert.ErrorIs(t, fails[0], tc.want[1])
-				}
-				assert.Zero(t, w.Requests(mtaststest.RedirectHost("d.example")), "redirect followed")
-			})
-		}
+		t.Run(tc.fault.String(), func(t *testing.T) {
+			t.Parallel()
+			w := newWorld(t)
+			w.useDefaultClient()
+			w.r.FetchTimeout = time.Second // for PolicyNoResponse
+			w.Publish("d.example", "1", fabrikamEnforce)
+			w.SetPolicyFault("d.example", tc.fault)
+			p, err := lookup(t, w.r, "d.example")
+			assert.Nil(t, p)
+			for _, want := range tc.want {
+				assert.ErrorIs(t, err, want)
+			}
+			if !errors.Is(tc.want[1], mtasts.ErrWebPKI) {
+				assert.NotErrorIs(t, err, mtasts.ErrWebPKI)
+			}
+			if fails := w.fails.list(); assert.Len(t, fails, 1) {
+				assert.ErrorIs(t, fails[0], tc.want[1])
+			}
+			assert.Zero(t, w.Requests(mtaststest.RedirectHost("d.example")), "redirect followed")
+		})
 	}
 }
 
-// The fetch paths: a caller's HTTPClient, and the default client (HTTPClient
-// nil), which makes its own connection for each fetch.
-var clients = []string{"caller's client", "default client"}
-
-// useClient makes w's Resolver fetch through the named path, connecting to
-// w's HTTPS server and trusting its authority either way.
-func (w *world) useClient(client string) {
-	if client == "default client" {
-		mtasts.UseDefaultClient(w.r, func(ctx context.Context, _, _ string) (net.Conn, error) {
-			var d net.Dialer
-			return d.DialContext(ctx, "tcp", w.HTTPSAddr())
-		}, w.RootCAs())
-	}
+// useDefaultClient makes w's Resolver fetch as one without an HTTPClient does,
+// with its limits, but connecting to w's HTTPS server and trusting its
+// authority.
+func (w *world) useDefaultClient() {
+	w.r.HTTPClient = mtasts.DefaultClient(func(ctx context.Context, _, _ string) (net.Conn, error) {
+		var d net.Dialer
+		return d.DialContext(ctx, "tcp", w.HTTPSAddr())
+	}, w.RootCAs())
 }
 
 func TestInvalidPolicy(t *testing.T) {
@@ -401,17 +394,8 @@ func TestMediaTypeParametersIgnored(t *testing.T) {
 // SNI for the policy host.
 func TestFetchRequest(t *testing.T) {
 	t.Parallel()
-	for _, client := range clients {
-		t.Run(client, func(t *testing.T) {
-			t.Parallel()
-			testFetchRequest(t, client)
-		})
-	}
-}
-
-func testFetchRequest(t *testing.T, client string) {
 	w := newWorld(t)
-	w.useClient(client)
+	w.useDefaultClient()
 	w.SetRecord("d.example", "v=STSv1; id=1;")
 	var got struct {
 		method, path, sni, host string
