@@ -321,6 +321,12 @@ func hostileHTTPCases(t testing.TB) []httpCase {
 			stream(c, []byte("X-Pad: "+strings.Repeat("x", 1000)+"\r\n"), gb, false)
 		}, dflt: fails(mtasts.ErrPolicyFetch), caller: fails(mtasts.ErrPolicyFetch), maxWritten: 16 << 20,
 			fetchTimeout: 10 * time.Second}, // net/http's 10 MB of headers must come first
+		// An informational response before the policy, which a server may send
+		// and net/http reads past.
+		{name: "103 Early Hints first", serve: func(c *rawConn, _ *http.Request) {
+			fmt.Fprintf(c, "HTTP/1.1 103 Early Hints\r\nLink: </style.css>; rel=preload; as=style\r\n\r\n"+
+				textHead+"Content-Length: %d\r\nConnection: close\r\n\r\n%s", len(fabrikamEnforce), fabrikamEnforce)
+		}, dflt: succeeds, caller: succeeds},
 		{name: "HTTP/1.0 without length, closed", serve: func(c *rawConn, _ *http.Request) {
 			io.WriteString(c, "HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\n\r\n"+fabrikamEnforce)
 		}, dflt: succeeds, caller: succeeds},
