@@ -184,10 +184,10 @@ func (h *rawPolicyHost) track(tr *http.Transport) *http.Client {
 	return &http.Client{Transport: tr}
 }
 
-// useDefaultClient makes r fetch as it does when HTTPClient is nil, with its
+// defaultClient is the client a Resolver uses when HTTPClient is nil, with its
 // limits, but dialling the host and trusting its authority.
-func (h *rawPolicyHost) useDefaultClient(r *mtasts.Resolver) {
-	mtasts.UseDefaultClient(r, h.dial, h.pool)
+func (h *rawPolicyHost) defaultClient() *http.Client {
+	return mtasts.DefaultClient(h.dial, h.pool)
 }
 
 // callerClient is a caller's plain client: net/http's defaults (compression
@@ -321,6 +321,12 @@ func hostileHTTPCases(t testing.TB) []httpCase {
 			stream(c, []byte("X-Pad: "+strings.Repeat("x", 1000)+"\r\n"), gb, false)
 		}, dflt: fails(mtasts.ErrPolicyFetch), caller: fails(mtasts.ErrPolicyFetch), maxWritten: 16 << 20,
 			fetchTimeout: 10 * time.Second}, // net/http's 10 MB of headers must come first
+		// An informational response before the policy, which a server may send
+		// and net/http reads past.
+		{name: "103 Early Hints first", serve: func(c *rawConn, _ *http.Request) {
+			fmt.Fprintf(c, "HTTP/1.1 103 Early Hints\r\nLink: </style.css>; rel=preload; as=style\r\n\r\n"+
+				textHead+"Content-Length: %d\r\nConnection: close\r\n\r\n%s", len(fabrikamEnforce), fabrikamEnforce)
+		}, dflt: succeeds, caller: succeeds},
 		{name: "HTTP/1.0 without length, closed", serve: func(c *rawConn, _ *http.Request) {
 			io.WriteString(c, "HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\n\r\n"+fabrikamEnforce)
 		}, dflt: succeeds, caller: succeeds},
@@ -387,7 +393,7 @@ func TestHostilePolicyHosts(t *testing.T) {
 						w.r.FetchTimeout = tc.fetchTimeout
 					}
 					o := tc.dflt
-					h.useDefaultClient(w.r)
+					w.r.HTTPClient = h.defaultClient()
 					if client != "default client" {
 						o = tc.caller
 						w.r.HTTPClient = h.callerClient()
@@ -501,7 +507,7 @@ func TestHostileMemory(t *testing.T) {
 			w.SetRecord("d.example", "v=STSv1; id=1;")
 			w.r.HTTPClient = h.callerClient()
 			if tc.dflt {
-				h.useDefaultClient(w.r)
+				w.r.HTTPClient = h.defaultClient()
 			}
 			var p *mtasts.Policy
 			var err error

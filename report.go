@@ -6,12 +6,14 @@ import (
 	"compress/gzip"
 	"context"
 	"crypto/rand"
+	"crypto/tls"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"mime/multipart"
+	"net"
 	"net/http"
 	"net/mail"
 	"net/netip"
@@ -549,12 +551,33 @@ func PostReport(ctx context.Context, client *http.Client, uri string, r *Report)
 func reportClient(client *http.Client) *http.Client {
 	c := client
 	if c == nil {
-		c = &http.Client{Transport: defaultTransport(), Timeout: reportPostTimeout}
+		c = &http.Client{Transport: reportTransport(), Timeout: reportPostTimeout}
 	}
 	cc := *c
 	cc.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
 	return &cc
 }
+
+// reportTransport is what PostReport sends through when the caller gives no
+// client; it is shared, so that reports to one endpoint share its connections.
+var reportTransport = sync.OnceValue(func() *http.Transport {
+	return &http.Transport{
+		Proxy: http.ProxyFromEnvironment,
+		DialContext: (&net.Dialer{
+			Timeout:   30 * time.Second,
+			KeepAlive: 30 * time.Second,
+		}).DialContext,
+		// Certificates are verified against the system roots.
+		TLSClientConfig:        &tls.Config{MinVersion: tls.VersionTLS12},
+		ForceAttemptHTTP2:      false,
+		MaxIdleConns:           100,
+		IdleConnTimeout:        90 * time.Second,
+		TLSHandshakeTimeout:    10 * time.Second,
+		ResponseHeaderTimeout:  30 * time.Second,
+		MaxResponseHeaderBytes: 64 << 10,
+		DisableCompression:     true,
+	}
+})
 
 // Mail returns the report as a mail message from the address from to the
 // addresses to, those of the mailto: destinations of the policy domain's

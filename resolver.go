@@ -33,7 +33,6 @@ package mtasts
 
 import (
 	"context"
-	"crypto/x509"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -86,12 +85,13 @@ type Resolver struct {
 	// recursive resolvers, and ideally validate DNSSEC.
 	Nameservers []string
 
-	// HTTPClient fetches policies. If nil, each fetch is one HTTP/1.1 GET on
-	// a connection of its own (through the proxy that HTTPS_PROXY names, if
-	// any), verifying certificates against the system roots, with TLS 1.2 or
-	// later and at most 64 KiB of headers. Whatever the client, Lookup never
-	// follows redirects, never sends cookies, and refuses a connection below
-	// TLS 1.2 (RFC 8461 §3.3, §7.2).
+	// HTTPClient fetches policies. If nil, the Resolver uses a net/http
+	// client of its own: HTTP/1.1 on a new connection for each fetch (through
+	// the proxy that HTTPS_PROXY names, if any), certificates verified against
+	// the system roots, TLS 1.2 or later, at most 64 KiB of headers, no
+	// compression. Whatever the client, Lookup never follows redirects, never
+	// sends cookies, and refuses a connection below TLS 1.2 (RFC 8461 §3.3,
+	// §7.2).
 	HTTPClient *http.Client
 
 	// Cache, if not nil, holds policies across restarts or processes. If nil,
@@ -157,10 +157,6 @@ type Resolver struct {
 
 	clientOnce sync.Once // sets client
 	client     *http.Client
-
-	// Set by tests only: how the default client connects, and what it trusts.
-	directDial  dialFunc
-	directRoots *x509.CertPool
 }
 
 // call is a lookup in progress, shared by the callers that wait for it.

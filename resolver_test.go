@@ -2,8 +2,11 @@ package mtasts_test
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
+	"io"
+	"log"
 	"net"
 	"net/http"
 	"os"
@@ -320,44 +323,37 @@ func TestFetchFailures(t *testing.T) {
 		{mtaststest.PolicyCertUntrusted, []error{mtasts.ErrPolicyFetch, mtasts.ErrWebPKI}},
 	}
 	for _, tc := range cases {
-		for _, client := range clients {
-			t.Run(tc.fault.String()+"/"+client, func(t *testing.T) {
-				t.Parallel()
-				w := newWorld(t)
-				w.useClient(client)
-				w.r.FetchTimeout = time.Second // for PolicyNoResponse
-				w.Publish("d.example", "1", fabrikamEnforce)
-				w.SetPolicyFault("d.example", tc.fault)
-				p, err := lookup(t, w.r, "d.example")
-				assert.Nil(t, p)
-				for _, want := range tc.want {
-					assert.ErrorIs(t, err, want)
-				}
-				if !errors.Is(tc.want[1], mtasts.ErrWebPKI) {
-					assert.NotErrorIs(t, err, mtasts.ErrWebPKI)
-				}
-				if fails := w.fails.list(); assert.Len(t, fails, 1) {
-					assert.ErrorIs(t, fails[0], tc.want[1])
-				}
-				assert.Zero(t, w.Requests(mtaststest.RedirectHost("d.example")), "redirect followed")
-			})
-		}
+		t.Run(tc.fault.String(), func(t *testing.T) {
+			t.Parallel()
+			w := newWorld(t)
+			w.useDefaultClient()
+			w.r.FetchTimeout = time.Second // for PolicyNoResponse
+			w.Publish("d.example", "1", fabrikamEnforce)
+			w.SetPolicyFault("d.example", tc.fault)
+			p, err := lookup(t, w.r, "d.example")
+			assert.Nil(t, p)
+			for _, want := range tc.want {
+				assert.ErrorIs(t, err, want)
+			}
+			if !errors.Is(tc.want[1], mtasts.ErrWebPKI) {
+				assert.NotErrorIs(t, err, mtasts.ErrWebPKI)
+			}
+			if fails := w.fails.list(); assert.Len(t, fails, 1) {
+				assert.ErrorIs(t, fails[0], tc.want[1])
+			}
+			assert.Zero(t, w.Requests(mtaststest.RedirectHost("d.example")), "redirect followed")
+		})
 	}
 }
 
-// The fetch paths: a caller's HTTPClient, and the default client (HTTPClient
-// nil), which makes its own connection for each fetch.
-var clients = []string{"caller's client", "default client"}
-
-// useClient makes w's Resolver fetch through the named path, connecting to
-// w's HTTPS server and trusting its authority either way.
-func (w *world) useClient(client string) {
-	if client == "default client" {
-		mtasts.UseDefaultClient(w.r, func(ctx context.Context, _, _ string) (net.Conn, error) {
-			var d net.Dialer
-			return d.DialContext(ctx, "tcp", w.HTTPSAddr())
-		}, w.RootCAs())
-	}
+// useDefaultClient makes w's Resolver fetch as one without an HTTPClient does,
+// with its limits, but connecting to w's HTTPS server and trusting its
+// authority.
+func (w *world) useDefaultClient() {
+	w.r.HTTPClient = mtasts.DefaultClient(func(ctx context.Context, _, _ string) (net.Conn, error) {
+		var d net.Dialer
+		return d.DialContext(ctx, "tcp", w.HTTPSAddr())
+	}, w.RootCAs())
 }
 
 func TestInvalidPolicy(t *testing.T) {
@@ -398,27 +394,21 @@ func TestMediaTypeParametersIgnored(t *testing.T) {
 }
 
 // The fetch sends what RFC 8461 §3.3 asks: GET of the well-known path, with
-// SNI for the policy host.
+// SNI for the policy host. The default client asks over HTTP/1.1, for no
+// compression, and closes the connection after the response.
 func TestFetchRequest(t *testing.T) {
 	t.Parallel()
-	for _, client := range clients {
-		t.Run(client, func(t *testing.T) {
-			t.Parallel()
-			testFetchRequest(t, client)
-		})
-	}
-}
-
-func testFetchRequest(t *testing.T, client string) {
 	w := newWorld(t)
-	w.useClient(client)
+	w.useDefaultClient()
 	w.SetRecord("d.example", "v=STSv1; id=1;")
 	var got struct {
-		method, path, sni, host string
-		tls                     uint16
+		method, path, sni, host, proto, encoding string
+		tls                                      uint16
+		close                                    bool
 	}
 	w.Handle("mta-sts.d.example", http.HandlerFunc(func(rw http.ResponseWriter, r *http.Request) {
 		got.method, got.path, got.host = r.Method, r.URL.Path, r.Host
+		got.proto, got.encoding, got.close = r.Proto, r.Header.Get("Accept-Encoding"), r.Close
 		if r.TLS != nil {
 			got.sni, got.tls = r.TLS.ServerName, r.TLS.Version
 		}
@@ -431,6 +421,85 @@ func testFetchRequest(t *testing.T, client string) {
 	assert.Equal(t, "mta-sts.d.example", got.host)
 	assert.Equal(t, "mta-sts.d.example", got.sni)
 	assert.GreaterOrEqual(t, got.tls, uint16(0x0303), "TLS 1.2 or later")
+	assert.Equal(t, "HTTP/1.1", got.proto)
+	assert.Empty(t, got.encoding, "Accept-Encoding")
+	assert.True(t, got.close, "Connection: close")
+}
+
+// A policy host may send an informational response, such as 103 Early Hints
+// with its Link headers, before the 200 with the policy; the fetch reads past
+// it.
+func TestEarlyHintsBeforePolicy(t *testing.T) {
+	t.Parallel()
+	w := newWorld(t)
+	w.useDefaultClient()
+	w.SetRecord("d.example", "v=STSv1; id=1;")
+	w.Handle("mta-sts.d.example", http.HandlerFunc(func(rw http.ResponseWriter, r *http.Request) {
+		rw.Header().Set("Link", "</style.css>; rel=preload; as=style")
+		rw.WriteHeader(http.StatusEarlyHints)
+		rw.Header().Del("Link")
+		rw.Header().Set("Content-Type", "text/plain")
+		fmt.Fprint(rw, fabrikamEnforce)
+	}))
+	p := mustPolicy(t, w.r, "d.example")
+	assert.Equal(t, "1", p.ID)
+	assert.Empty(t, w.fails.list())
+}
+
+// RFC 8461 §7.2: a policy host that offers less than TLS 1.2 is refused, by
+// the default client in the handshake, and by fetch itself when a caller's
+// client accepts it.
+func TestPolicyHostBelowTLS12(t *testing.T) {
+	t.Parallel()
+	ca := mtaststest.NewCA()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	srv := &http.Server{
+		Handler: http.HandlerFunc(func(rw http.ResponseWriter, r *http.Request) {
+			rw.Header().Set("Content-Type", "text/plain")
+			fmt.Fprint(rw, fabrikamEnforce)
+		}),
+		TLSConfig: &tls.Config{
+			Certificates: []tls.Certificate{ca.Issue("mta-sts.d.example", mtaststest.CertGood)},
+			MinVersion:   tls.VersionTLS10,
+			MaxVersion:   tls.VersionTLS11,
+		},
+		ErrorLog: log.New(io.Discard, "", 0), // the refused handshakes
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		srv.ServeTLS(ln, "", "")
+	}()
+	t.Cleanup(func() {
+		srv.Close()
+		<-done
+	})
+	dial := func(ctx context.Context, _, _ string) (net.Conn, error) {
+		var d net.Dialer
+		return d.DialContext(ctx, "tcp", ln.Addr().String())
+	}
+	t.Run("default client", func(t *testing.T) {
+		w := newWorld(t)
+		w.SetRecord("d.example", "v=STSv1; id=1;")
+		w.r.HTTPClient = mtasts.DefaultClient(dial, ca.Pool())
+		p, err := lookup(t, w.r, "d.example")
+		assert.Nil(t, p)
+		assert.ErrorIs(t, err, mtasts.ErrPolicyFetch)
+		assert.ErrorContains(t, err, "protocol version")
+	})
+	t.Run("caller's client", func(t *testing.T) {
+		w := newWorld(t)
+		w.SetRecord("d.example", "v=STSv1; id=1;")
+		tr := &http.Transport{DialContext: dial, TLSClientConfig: &tls.Config{RootCAs: ca.Pool(), MinVersion: tls.VersionTLS10}}
+		defer tr.CloseIdleConnections()
+		w.r.HTTPClient = &http.Client{Transport: tr}
+		p, err := lookup(t, w.r, "d.example")
+		assert.Nil(t, p)
+		assert.ErrorIs(t, err, mtasts.ErrPolicyFetch)
+		assert.ErrorIs(t, err, mtasts.ErrWebPKI)
+		assert.ErrorContains(t, err, "not TLS 1.2 or later")
+	})
 }
 
 // A caller's deadline ends its wait, not the work: the query or fetch runs
