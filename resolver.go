@@ -62,9 +62,13 @@ const (
 // not be changed after the first call to Lookup, and it must not be copied
 // after first use.
 type Resolver struct {
-	// Nameservers are the DNS servers to query, as "host:port", tried in
-	// order. If empty, those of /etc/resolv.conf are used. They should be
-	// recursive resolvers, and ideally validate DNSSEC.
+	// Nameservers are the DNS servers to query, as "host:port". The server
+	// that answered lately is asked first, the order given breaking ties; a
+	// server that does not answer within a second is asked again, or the
+	// next one is (see DNSTimeout). If empty, those of /etc/resolv.conf are
+	// used, the file being checked for changes every few seconds, or
+	// 127.0.0.1:53 and [::1]:53 if it lists none. They should be recursive
+	// resolvers, and ideally validate DNSSEC.
 	Nameservers []string
 
 	// HTTPClient fetches policies. If nil, each fetch is one HTTP/1.1 GET on
@@ -101,16 +105,18 @@ type Resolver struct {
 	// FetchTimeout bounds a policy fetch. If zero, DefaultFetchTimeout.
 	FetchTimeout time.Duration
 
-	// DNSTimeout bounds one DNS query to one server. If zero,
+	// DNSTimeout bounds one DNS question: the first query, the queries sent
+	// again after 1 s, then 2 s more, and so on (to the next name server if
+	// there is one), and a retry over TCP when an answer is truncated. A
+	// server that fails outright is not waited for. If zero,
 	// DefaultDNSTimeout.
 	DNSTimeout time.Duration
 
 	entries   sync.Map                  // domain -> *entry
 	nextSweep atomic.Pointer[time.Time] // when sweep may next run
 
-	sysOnce    sync.Once // reads /etc/resolv.conf into sysServers or sysErr
-	sysServers []string
-	sysErr     error
+	dnsOnce sync.Once // sets dnsc
+	dnsc    *dnsClient
 
 	clientOnce sync.Once // sets client
 	client     *http.Client
