@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/netip"
 	"os"
 	"slices"
 	"strings"
@@ -71,16 +72,54 @@ func (r *Resolver) lookupTXT(ctx context.Context, name string) ([]string, time.D
 	})
 }
 
-// An exchangeFunc sends a TXT query for qname and returns the answer, which
-// checkReply has accepted, or an error wrapping ErrDNSTemporary.
+// An exchangeFunc sends a query for qname, of a type it knows, and returns the
+// answer, which checkReply has accepted, or an error wrapping ErrDNSTemporary.
 type exchangeFunc func(ctx context.Context, qname string) (*dns.Msg, error)
 
 // resolveTXT is lookupTXT over any exchange: everything lookupTXT does with
 // the answers it gets (CNAME chains within an answer and across queries, TXT
 // strings joined, the TTL kept, NXDOMAIN and NODATA with their negative TTL)
-// lives here, apart from the network, so that FuzzDNSAnswer can feed it
-// arbitrary messages. It asks exchange at most maxCNAMEs+1 times.
+// lives here and in resolve, apart from the network, so that FuzzDNSAnswer can
+// feed it arbitrary messages. It asks exchange at most maxCNAMEs+1 times.
 func resolveTXT(ctx context.Context, name string, exchange exchangeFunc) ([]string, time.Duration, error) {
+	rrs, ttl, err := resolve(ctx, name, dns.TypeTXT, exchange)
+	var nd *noDataError
+	switch {
+	case errors.As(err, &nd) && nd.nxdomain:
+		return nil, ttl, fmt.Errorf("%w: %s does not exist", ErrNoRecord, name)
+	case errors.As(err, &nd):
+		return nil, ttl, fmt.Errorf("%w: no TXT records at %s", ErrNoRecord, name)
+	case err != nil:
+		return nil, 0, err
+	}
+	txts := make([]string, len(rrs))
+	for i, rr := range rrs {
+		txts[i] = joinTXT(rr.(*dns.TXT).Txt)
+	}
+	return txts, ttl, nil
+}
+
+// A noDataError says that a name does not exist (NXDOMAIN) or has no records
+// of the type asked (NODATA).
+type noDataError struct {
+	name     string
+	qtype    uint16
+	nxdomain bool
+}
+
+func (e *noDataError) Error() string {
+	if e.nxdomain {
+		return e.name + " does not exist"
+	}
+	return "no " + dns.TypeToString[e.qtype] + " records at " + e.name
+}
+
+// resolve returns the records of type qtype at name, following CNAMEs within
+// an answer and across queries, and the smallest TTL of the records used.
+// NXDOMAIN and NODATA give a *noDataError with the negative-caching TTL of the
+// zone's SOA (RFC 2308 §5); other failures wrap ErrDNSTemporary. It asks
+// exchange at most maxCNAMEs+1 times.
+func resolve(ctx context.Context, name string, qtype uint16, exchange exchangeFunc) ([]dns.RR, time.Duration, error) {
 	qname := dns.Fqdn(strings.ToLower(name))
 	seen := map[string]bool{}
 	var ttl uint32 = 1<<31 - 1
@@ -94,7 +133,7 @@ func resolveTXT(ctx context.Context, name string, exchange exchangeFunc) ([]stri
 			return nil, 0, err
 		}
 		if resp.Rcode == dns.RcodeNameError {
-			return nil, negativeTTL(resp), fmt.Errorf("%w: %s does not exist", ErrNoRecord, name)
+			return nil, negativeTTL(resp), &noDataError{name: name, qtype: qtype, nxdomain: true}
 		}
 		// Follow the CNAME chain within the answer, as a recursive server gives it.
 		target := qname
@@ -109,18 +148,18 @@ func resolveTXT(ctx context.Context, name string, exchange exchangeFunc) ([]stri
 			seen[next] = true
 			target, ttl = next, min(ttl, t)
 		}
-		var txts []string
+		var rrs []dns.RR
 		for _, rr := range resp.Answer {
-			if t, ok := rr.(*dns.TXT); ok && strings.EqualFold(t.Hdr.Name, target) {
-				txts = append(txts, joinTXT(t.Txt))
-				ttl = min(ttl, ttlOf(t.Hdr.Ttl))
+			if h := rr.Header(); isType(rr, qtype) && h.Class == dns.ClassINET && strings.EqualFold(h.Name, target) {
+				rrs = append(rrs, rr)
+				ttl = min(ttl, ttlOf(h.Ttl))
 			}
 		}
-		if len(txts) > 0 {
-			return txts, time.Duration(ttl) * time.Second, nil
+		if len(rrs) > 0 {
+			return rrs, time.Duration(ttl) * time.Second, nil
 		}
 		if target == qname {
-			return nil, negativeTTL(resp), fmt.Errorf("%w: no TXT records at %s", ErrNoRecord, name)
+			return nil, negativeTTL(resp), &noDataError{name: name, qtype: qtype}
 		}
 		// The answer ended at an alias without resolving it: ask for the target.
 		if len(seen) > maxCNAMEs {
@@ -129,6 +168,22 @@ func resolveTXT(ctx context.Context, name string, exchange exchangeFunc) ([]stri
 		delete(seen, target)
 		qname = target
 	}
+}
+
+// isType reports whether rr is a record of type qtype, decoded as such.
+func isType(rr dns.RR, qtype uint16) bool {
+	if rr.Header().Rrtype != qtype {
+		return false
+	}
+	switch rr.(type) {
+	case *dns.TXT:
+		return qtype == dns.TypeTXT
+	case *dns.A:
+		return qtype == dns.TypeA
+	case *dns.AAAA:
+		return qtype == dns.TypeAAAA
+	}
+	return false
 }
 
 func cnameOf(answer []dns.RR, owner string) (string, uint32, bool) {
@@ -149,6 +204,74 @@ func negativeTTL(resp *dns.Msg) time.Duration {
 		}
 	}
 	return 0
+}
+
+// lookupIP returns the IPv6 and IPv4 addresses of host, asking the
+// Resolver's name servers for its AAAA and A records at once and following
+// CNAMEs. The addresses come IPv6 first, each family in the order of its
+// answer. One family is enough: the other's failure is then ignored. Errors
+// are *net.DNSError: IsNotFound when the name does not exist or has neither
+// kind of record, IsTimeout when no answer came in time.
+func (r *Resolver) lookupIP(ctx context.Context, host string) ([]netip.Addr, error) {
+	c := r.dnsClient()
+	qtypes := [2]uint16{dns.TypeAAAA, dns.TypeA}
+	var (
+		rrs  [2][]dns.RR
+		errs [2]error
+		wg   sync.WaitGroup
+	)
+	for i, qtype := range qtypes {
+		wg.Go(func() {
+			rrs[i], _, errs[i] = resolve(ctx, host, qtype, func(ctx context.Context, qname string) (*dns.Msg, error) {
+				return c.exchange(ctx, qname, qtype)
+			})
+		})
+	}
+	wg.Wait()
+	var addrs []netip.Addr
+	for _, set := range rrs {
+		for _, rr := range set {
+			var ip net.IP
+			switch rr := rr.(type) {
+			case *dns.AAAA:
+				ip = rr.AAAA
+			case *dns.A:
+				ip = rr.A
+			}
+			a, ok := netip.AddrFromSlice(ip)
+			if !ok {
+				continue
+			}
+			if a = a.Unmap(); !slices.Contains(addrs, a) {
+				addrs = append(addrs, a)
+			}
+		}
+	}
+	if len(addrs) > 0 {
+		return addrs, nil
+	}
+	var failures joinedErrors // other than NXDOMAIN and NODATA
+	for _, err := range errs {
+		var nd *noDataError
+		if err != nil && !errors.As(err, &nd) {
+			failures = append(failures, err)
+		}
+	}
+	if len(failures) == 0 {
+		return nil, &net.DNSError{Err: "no such host", Name: host, IsNotFound: true}
+	}
+	var err error = failures
+	if len(failures) == 1 {
+		err = failures[0]
+	}
+	derr := &net.DNSError{Err: err.Error(), Name: host, IsTemporary: true}
+	if ctxErr := ctx.Err(); ctxErr != nil {
+		derr.UnwrapErr = ctxErr
+		derr.IsTimeout = errors.Is(ctxErr, context.DeadlineExceeded)
+	} else if errors.Is(err, context.DeadlineExceeded) {
+		derr.IsTimeout = true
+	}
+	return nil, derr
 }
 
 // The sending strategy of dnsClient.exchange (RFC 1035 §7.2).
@@ -178,7 +301,7 @@ const (
 func defaultNameservers() []string { return []string{"127.0.0.1:53", "[::1]:53"} }
 
 // dnsClient sends the queries of one Resolver, all of them: the _mta-sts and
-// TLSRPT TXT records. It keeps the health of
+// TLSRPT TXT records and the policy host's addresses. It keeps the health of
 // each name server, so that a server that stopped answering is learned once
 // and asked last from then on.
 type dnsClient struct {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
@@ -167,28 +168,44 @@ func TestRetransmitLostDatagram(t *testing.T) {
 }
 
 // A server that does not answer is passed over for the next, and asked last
-// from then on.
+// from then on, by every kind of lookup the Resolver makes.
 func TestNameserverHealth(t *testing.T) {
 	t.Parallel()
-	dead := startNS(t, silent)
-	good := startNS(t, zone(t, true, stsTXT))
-	r := &Resolver{Nameservers: []string{dead.addr, good.addr}, DNSTimeout: 20 * time.Second}
-	txt := func() {
-		txts, _, err := r.lookupTXT(context.Background(), "_mta-sts.d.example")
-		require.NoError(t, err)
-		assert.Equal(t, []string{"v=STSv1; id=1;"}, txts)
+	records := []string{stsTXT, "mta-sts.d.example. 300 IN A 127.0.0.1"}
+	for _, first := range []string{"TXT", "IP"} {
+		t.Run(first+" first", func(t *testing.T) {
+			t.Parallel()
+			dead := startNS(t, silent)
+			good := startNS(t, zone(t, true, records...))
+			r := &Resolver{Nameservers: []string{dead.addr, good.addr}, DNSTimeout: 20 * time.Second}
+			ctx := context.Background()
+			txt := func() {
+				txts, _, err := r.lookupTXT(ctx, "_mta-sts.d.example")
+				require.NoError(t, err)
+				assert.Equal(t, []string{"v=STSv1; id=1;"}, txts)
+			}
+			ip := func() {
+				addrs, err := r.lookupIP(ctx, "mta-sts.d.example")
+				require.NoError(t, err)
+				assert.Equal(t, []netip.Addr{netip.MustParseAddr("127.0.0.1")}, addrs)
+			}
+			lookups := []func(){txt, ip}
+			if first == "IP" {
+				lookups = []func(){ip, txt}
+			}
+			start := time.Now()
+			lookups[0]()
+			assert.Less(t, time.Since(start), 10*time.Second, "the silent server waited for")
+			deadQueries := dead.queries.Load()
+			assert.NotZero(t, deadQueries, "the first server asked first")
+			for _, lookup := range append(lookups, lookups...) {
+				before := good.queries.Load()
+				lookup()
+				assert.Greater(t, good.queries.Load(), before, "the answering server asked")
+			}
+			assert.Equal(t, deadQueries, dead.queries.Load(), "the silent server asked again")
+		})
 	}
-	start := time.Now()
-	txt()
-	assert.Less(t, time.Since(start), 10*time.Second, "the silent server waited for")
-	deadQueries := dead.queries.Load()
-	assert.NotZero(t, deadQueries, "the first server asked first")
-	for range 3 {
-		before := good.queries.Load()
-		txt()
-		assert.Greater(t, good.queries.Load(), before, "the answering server asked")
-	}
-	assert.Equal(t, deadQueries, dead.queries.Load(), "the silent server asked again")
 }
 
 // Servers are asked by health: fewest consecutive failures, then the one
@@ -319,4 +336,73 @@ func TestResolvConf(t *testing.T) {
 	assert.Equal(t, []string{"192.0.2.4:53", "192.0.2.5:53"}, c.servers())
 	c = newDNSClient([]string{"127.0.0.1:5353"}, nil, time.Second)
 	assert.Equal(t, []string{"127.0.0.1:5353"}, c.servers())
+}
+
+func TestLookupIP(t *testing.T) {
+	t.Parallel()
+	records := []string{
+		"both.example. 300 IN A 127.0.0.1",
+		"both.example. 300 IN A 127.0.0.2",
+		"both.example. 300 IN AAAA ::1",
+		"v4.example. 300 IN A 127.0.0.1",
+		"alias.example. 300 IN CNAME hop.example.",
+		"hop.example. 300 IN CNAME both.example.",
+		"loop.example. 300 IN CNAME loop2.example.",
+		"loop2.example. 300 IN CNAME loop.example.",
+		`txtonly.example. 300 IN TXT "v=spf1 -all"`,
+	}
+	both := []netip.Addr{netip.MustParseAddr("::1"), netip.MustParseAddr("127.0.0.1"), netip.MustParseAddr("127.0.0.2")}
+	for _, follow := range []bool{true, false} {
+		t.Run(fmt.Sprintf("follow=%v", follow), func(t *testing.T) {
+			t.Parallel()
+			ns := startNS(t, zone(t, follow, records...))
+			r := &Resolver{Nameservers: []string{ns.addr}}
+			ctx := context.Background()
+			for _, tc := range []struct {
+				host string
+				want []netip.Addr
+			}{
+				{"both.example", both},
+				{"BOTH.example.", both},
+				{"alias.example", both},
+				{"v4.example", []netip.Addr{netip.MustParseAddr("127.0.0.1")}},
+			} {
+				addrs, err := r.lookupIP(ctx, tc.host)
+				require.NoError(t, err, tc.host)
+				assert.Equal(t, tc.want, addrs, tc.host)
+			}
+			for _, host := range []string{"nx.example", "txtonly.example"} {
+				addrs, err := r.lookupIP(ctx, host)
+				assert.Nil(t, addrs, host)
+				var derr *net.DNSError
+				if assert.ErrorAs(t, err, &derr, host) {
+					assert.True(t, derr.IsNotFound, host)
+					assert.Equal(t, host, derr.Name)
+				}
+			}
+			_, err := r.lookupIP(ctx, "loop.example")
+			var derr *net.DNSError
+			if assert.ErrorAs(t, err, &derr) {
+				assert.False(t, derr.IsNotFound)
+				assert.True(t, derr.IsTemporary)
+				assert.ErrorContains(t, err, "CNAME")
+			}
+		})
+	}
+}
+
+// One family is enough: the other's failure is ignored.
+func TestLookupIPOneFamilyFails(t *testing.T) {
+	t.Parallel()
+	v4 := zone(t, true, "h.example. 300 IN A 127.0.0.1")
+	ns := startNS(t, func(q *dns.Msg) *dns.Msg {
+		if q.Question[0].Qtype == dns.TypeAAAA {
+			return rcode(dns.RcodeServerFailure)(q)
+		}
+		return v4(q)
+	})
+	r := &Resolver{Nameservers: []string{ns.addr}}
+	addrs, err := r.lookupIP(context.Background(), "h.example")
+	require.NoError(t, err)
+	assert.Equal(t, []netip.Addr{netip.MustParseAddr("127.0.0.1")}, addrs)
 }
