@@ -62,21 +62,27 @@ const (
 // not be changed after the first call to Lookup, and it must not be copied
 // after first use.
 type Resolver struct {
-	// Nameservers are the DNS servers to query, as "host:port". The server
+	// Nameservers are the DNS servers to query, as "host:port". They answer
+	// every name the Resolver looks up: the _mta-sts and TLSRPT records and,
+	// with the default HTTP client, the policy host's addresses. The server
 	// that answered lately is asked first, the order given breaking ties; a
 	// server that does not answer within a second is asked again, or the
 	// next one is (see DNSTimeout). If empty, those of /etc/resolv.conf are
 	// used, the file being checked for changes every few seconds, or
-	// 127.0.0.1:53 and [::1]:53 if it lists none. They should be recursive
-	// resolvers, and ideally validate DNSSEC.
+	// 127.0.0.1:53 and [::1]:53 if it lists none; the policy host is then
+	// resolved as net.Dialer does. They should be recursive resolvers, and
+	// ideally validate DNSSEC.
 	Nameservers []string
 
 	// HTTPClient fetches policies. If nil, each fetch is one HTTP/1.1 GET on
 	// a connection of its own (through the proxy that HTTPS_PROXY names, if
 	// any), verifying certificates against the system roots, with TLS 1.2 or
-	// later and at most 64 KiB of headers. Whatever the client, Lookup never
-	// follows redirects, never sends cookies, and refuses a connection below
-	// TLS 1.2 (RFC 8461 §3.3, §7.2).
+	// later and at most 64 KiB of headers; the policy host's name is
+	// resolved through Nameservers when they are set, and its IPv6 and IPv4
+	// addresses are tried in turn, each given 250 ms before the next is
+	// tried as well (RFC 8305). A client given here resolves names its own
+	// way. Whatever the client, Lookup never follows redirects, never sends
+	// cookies, and refuses a connection below TLS 1.2 (RFC 8461 §3.3, §7.2).
 	HTTPClient *http.Client
 
 	// Cache, if not nil, holds policies across restarts or processes. If nil,
