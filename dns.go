@@ -441,58 +441,96 @@ func (c *dnsClient) exchange(ctx context.Context, qname string, qtype uint16) (*
 	attempts := make([]*attempt, 0, maxAttempts)
 	failed := map[string]bool{} // servers not to ask again
 	next, pending := 0, 0
-	send := func() bool {
+	// pick chooses the server of the next query, if one may be sent.
+	pick := func() (int, bool) {
 		if len(attempts) == maxAttempts || ctx.Err() != nil {
-			return false
+			return 0, false
 		}
 		for range servers {
 			server := servers[next]
 			next = (next + 1) % len(servers)
-			if failed[server] {
-				continue
+			if !failed[server] {
+				attempts = append(attempts, &attempt{server: server})
+				return len(attempts) - 1, true
 			}
-			i := len(attempts)
-			attempts = append(attempts, &attempt{server: server})
-			pending++
-			wg.Go(func() { results <- result{i, c.ask(ctx, server, m, query)} })
+		}
+		return 0, false
+	}
+	// wait sends query i from a goroutine of its own, or goes on waiting
+	// for its answer there if it has been sent as uq.
+	wait := func(i int, uq *udpQuery) {
+		pending++
+		server := attempts[i].server
+		wg.Go(func() { results <- result{i, c.ask(ctx, server, m, query, uq)} })
+	}
+	send := func() bool {
+		i, ok := pick()
+		if ok {
+			wait(i, nil)
+		}
+		return ok
+	}
+	// settle records the outcome of query i, and reports whether it answers.
+	settle := func(i int, res attempt) bool {
+		a := attempts[i]
+		a.resp, a.err, a.canceled, a.ignored, a.done = res.resp, res.err, res.canceled, res.ignored, true
+		switch {
+		case a.err == nil:
+			c.record(a.server, true)
 			return true
+		case a.canceled:
+		default:
+			if !a.blamed {
+				c.record(a.server, false)
+			}
+			failed[a.server] = true
 		}
 		return false
 	}
-	send()
-	wait := retryBase
-	timer := time.NewTimer(wait)
+	// blame notes that query i has had its time without an answer.
+	blame := func(i int) {
+		if a := attempts[i]; !a.done && !a.blamed {
+			a.blamed = true
+			c.record(a.server, false)
+		}
+	}
+
+	// The first query is waited for here, for up to retryBase: most questions
+	// end with its answer, and then need no other goroutine.
+	delay := retryBase
+	first, _ := pick()
+	res, uq := c.askFirst(ctx, attempts[first].server, m, query, time.Now().Add(delay))
+	switch {
+	case uq != nil:
+		// No answer yet: it may still come, to a goroutine of its own.
+		wait(first, uq)
+		blame(first)
+		delay *= 2
+		send()
+	case settle(first, res):
+		return res.resp, nil
+	case !res.canceled:
+		send()
+	}
+	timer := time.NewTimer(delay)
 	defer timer.Stop()
 	for pending > 0 {
 		select {
 		case res := <-results:
 			pending--
-			a := attempts[res.i]
-			a.resp, a.err, a.canceled, a.done = res.resp, res.err, res.canceled, true
-			if a.err == nil {
-				c.record(a.server, true)
-				return a.resp, nil
+			if settle(res.i, res.attempt) {
+				return res.resp, nil
 			}
-			if a.canceled {
-				continue
-			}
-			if !a.blamed {
-				c.record(a.server, false)
-			}
-			failed[a.server] = true
-			if send() {
-				timer.Reset(wait)
+			if !res.canceled && send() {
+				timer.Reset(delay)
 			}
 		case <-timer.C:
 			// The latest query has had its time: blame its server, and
 			// send again.
-			if a := attempts[len(attempts)-1]; !a.done && !a.blamed {
-				a.blamed = true
-				c.record(a.server, false)
-			}
-			wait *= 2
+			blame(len(attempts) - 1)
+			delay *= 2
 			if send() {
-				timer.Reset(wait)
+				timer.Reset(delay)
 			}
 		case <-ctx.Done():
 			pending = 0
@@ -510,7 +548,7 @@ func (c *dnsClient) exchange(ctx context.Context, qname string, qtype uint16) (*
 	var errs joinedErrors
 	var silent []string // servers that sent no answer in time
 	for _, a := range attempts {
-		if !a.canceled {
+		if a.done && !a.canceled {
 			errs = append(errs, a.err) // it failed outright
 			continue
 		}
@@ -533,12 +571,40 @@ func (c *dnsClient) exchange(ctx context.Context, qname string, qtype uint16) (*
 	return nil, fmt.Errorf("%w: %s: %w", ErrDNSTemporary, what, errs)
 }
 
-// ask sends m, packed as query, to server and returns the answer it accepts,
-// or why there is none.
-func (c *dnsClient) ask(ctx context.Context, server string, m *dns.Msg, query []byte) attempt {
-	a := attempt{server: server}
-	resp, ignored, err := exchangeUDP(ctx, server, m, query)
-	a.ignored = ignored
+// askFirst sends m, packed as query, to server and waits for the answer
+// until then. It returns the answer it accepts or why there is none, or, if
+// the wait ran out first, the query, still waiting for its answer.
+func (c *dnsClient) askFirst(ctx context.Context, server string, m *dns.Msg, query []byte, until time.Time) (attempt, *udpQuery) {
+	uq, err := sendUDP(ctx, server, query)
+	if err != nil {
+		return c.finish(ctx, server, m, nil, nil, err), nil
+	}
+	resp, err := uq.read(ctx, m, until)
+	if errors.Is(err, os.ErrDeadlineExceeded) && ctx.Err() == nil {
+		return attempt{}, uq
+	}
+	uq.close()
+	return c.finish(ctx, server, m, resp, uq.ignored, err), nil
+}
+
+// ask sends m, packed as query, to server, unless uq says it has been sent
+// already, and returns the answer it accepts, or why there is none.
+func (c *dnsClient) ask(ctx context.Context, server string, m *dns.Msg, query []byte, uq *udpQuery) attempt {
+	if uq == nil {
+		var err error
+		if uq, err = sendUDP(ctx, server, query); err != nil {
+			return c.finish(ctx, server, m, nil, nil, err)
+		}
+	}
+	resp, err := uq.read(ctx, m, time.Time{})
+	uq.close()
+	return c.finish(ctx, server, m, resp, uq.ignored, err)
+}
+
+// finish takes the outcome of a UDP query to server: it asks again over TCP
+// if the answer is truncated, and checks the answer.
+func (c *dnsClient) finish(ctx context.Context, server string, m, resp *dns.Msg, ignored, err error) attempt {
+	a := attempt{server: server, ignored: ignored}
 	if err == nil && resp.Truncated {
 		// Timeout as well as ctx: without it the client library holds each
 		// read to its own default of two seconds.
@@ -560,43 +626,65 @@ func (c *dnsClient) ask(ctx context.Context, server string, m *dns.Msg, query []
 	return a
 }
 
-// exchangeUDP sends query, which is m packed, to server from a UDP socket of
-// its own, and returns the first datagram that answers it (matchReply). Those
-// that do not (malformed, another id or question: late, misdirected or
-// forged) are ignored, and the wait goes on until ctx is done; the last of
-// them is returned as ignored.
-func exchangeUDP(ctx context.Context, server string, m *dns.Msg, query []byte) (resp *dns.Msg, ignored, err error) {
+// A udpQuery is a query sent over UDP from a socket of its own, waiting for
+// its answer.
+type udpQuery struct {
+	conn    net.Conn
+	stop    func() bool
+	ignored error // the last datagram ignored as no answer, if any
+}
+
+// sendUDP sends query to server over UDP. The socket's deadline is set to
+// now once ctx is done, so that a read ends then.
+func sendUDP(ctx context.Context, server string, query []byte) (*udpQuery, error) {
 	var d net.Dialer
 	conn, err := d.DialContext(ctx, "udp", server)
 	if err != nil {
-		return nil, nil, err
+		return nil, err
 	}
-	defer conn.Close()
-	// Only once ctx is done, so that an error then is seen as its end.
-	stop := context.AfterFunc(ctx, func() { conn.SetDeadline(time.Now()) })
-	defer stop()
+	uq := &udpQuery{conn: conn}
+	uq.stop = context.AfterFunc(ctx, func() { conn.SetDeadline(time.Now()) })
 	if _, err := conn.Write(query); err != nil {
-		return nil, nil, err
+		uq.close()
+		return nil, err
+	}
+	return uq, nil
+}
+
+func (uq *udpQuery) close() {
+	uq.stop()
+	uq.conn.Close()
+}
+
+// read returns the first datagram that answers m (matchReply), waiting until
+// ctx is done or until then, if not zero. Those that do not answer m
+// (malformed, another id or question: late, misdirected or forged) are
+// ignored, and the wait goes on; the last of them is kept as uq.ignored.
+func (uq *udpQuery) read(ctx context.Context, m *dns.Msg, until time.Time) (*dns.Msg, error) {
+	uq.conn.SetReadDeadline(until)
+	if ctx.Err() != nil {
+		// Done before the deadline was set: do not wait.
+		uq.conn.SetDeadline(time.Now())
 	}
 	buf := make([]byte, udpBufSize)
 	for {
-		n, err := conn.Read(buf)
+		n, err := uq.conn.Read(buf)
 		if err != nil {
 			if ctx.Err() != nil {
 				err = ctx.Err()
 			}
-			return nil, ignored, err
+			return nil, err
 		}
 		resp := new(dns.Msg)
 		if err := resp.Unpack(buf[:n]); err != nil {
-			ignored = fmt.Errorf("a malformed answer: %w", err)
+			uq.ignored = fmt.Errorf("a malformed answer: %w", err)
 			continue
 		}
 		if err := matchReply(m, resp); err != nil {
-			ignored = err
+			uq.ignored = err
 			continue
 		}
-		return resp, ignored, nil
+		return resp, nil
 	}
 }
 
