@@ -406,3 +406,15 @@ func TestLookupIPOneFamilyFails(t *testing.T) {
 	require.NoError(t, err)
 	assert.Equal(t, []netip.Addr{netip.MustParseAddr("127.0.0.1")}, addrs)
 }
+
+// BenchmarkLostDatagram measures a TXT lookup whose first datagram is lost:
+// the retransmission after a second answers it.
+func BenchmarkLostDatagram(b *testing.B) {
+	ns := startNS(b, dropFirst(zone(b, true, stsTXT)))
+	r := &Resolver{Nameservers: []string{ns.addr}, DNSTimeout: 20 * time.Second}
+	for b.Loop() {
+		if _, _, err := r.lookupTXT(context.Background(), "_mta-sts.d.example"); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
