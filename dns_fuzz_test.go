@@ -94,7 +94,7 @@ func FuzzDNSAnswer(f *testing.F) {
 				if i >= len(answers) {
 					return nil, fmt.Errorf("%w: no answer %d", ErrDNSTemporary, i)
 				}
-				// As exchangeWith does: the wire bytes, unpacked, then checked.
+				// As exchange does: the wire bytes, unpacked, then checked.
 				resp := new(dns.Msg)
 				if err := resp.Unpack(answers[i]); err != nil {
 					return nil, fmt.Errorf("%w: %w", ErrDNSTemporary, err)

@@ -109,7 +109,7 @@ func (r *Resolver) fetchClient() *http.Client {
 	r.clientOnce.Do(func() {
 		c := r.HTTPClient
 		if c == nil {
-			c = &http.Client{Transport: newPolicyTransport(r.dialContext, nil)}
+			c = &http.Client{Transport: newPolicyTransport(r.dialPolicyHost, nil)}
 		}
 		cc := *c
 		// RFC 8461 §3.3: redirects MUST NOT be followed, whatever the caller's client does.
@@ -149,11 +149,3 @@ func newPolicyTransport(dial func(ctx context.Context, network, addr string) (ne
 
 // maxHeaderBytes bounds the status line and headers of a policy response.
 const maxHeaderBytes = 64 << 10
-
-// dialContext connects the default client to the policy host, or to the
-// proxy that the environment names.
-func (r *Resolver) dialContext(ctx context.Context, network, addr string) (net.Conn, error) {
-	// No TCP keep-alive probes: the connection lasts one fetch.
-	d := net.Dialer{KeepAlive: -1}
-	return d.DialContext(ctx, network, addr)
-}

@@ -80,18 +80,30 @@ const (
 // not be changed after the first call to one of its methods, and it must not
 // be copied after first use.
 type Resolver struct {
-	// Nameservers are the DNS servers to query, as "host:port", tried in
-	// order. If empty, those of /etc/resolv.conf are used. They should be
-	// recursive resolvers, and ideally validate DNSSEC.
+	// Nameservers are the DNS servers to query, as "host:port". They answer
+	// every name the Resolver looks up: the _mta-sts and TLSRPT records and,
+	// with the default HTTP client, the policy host's addresses. The server
+	// that answered lately is asked first, the order given breaking ties; a
+	// server that does not answer within a second is asked again, or the
+	// next one is (see DNSTimeout). If empty, those of /etc/resolv.conf are
+	// used, the file being checked for changes every few seconds, or
+	// 127.0.0.1:53 and [::1]:53 if it lists none; the policy host is then
+	// resolved as net.Dialer does. They should be recursive resolvers, and
+	// ideally validate DNSSEC.
 	Nameservers []string
 
 	// HTTPClient fetches policies. If nil, the Resolver uses a net/http
 	// client of its own: HTTP/1.1 on a new connection for each fetch (through
 	// the proxy that HTTPS_PROXY names, if any), certificates verified against
 	// the system roots, TLS 1.2 or later, at most 64 KiB of headers, no
-	// compression. Whatever the client, Lookup never follows redirects, never
-	// sends cookies, and refuses a connection below TLS 1.2 (RFC 8461 §3.3,
-	// §7.2).
+	// compression. Its lookups of the policy host's name (A and AAAA,
+	// following CNAMEs) go to Nameservers when they are set, with the same
+	// timeouts, retransmissions and failover as the TXT query, and its IPv6
+	// and IPv4 addresses are tried in turn, each given 250 ms before the next
+	// is tried as well (RFC 8305). A client given here resolves names its own
+	// way; the Resolver's DNS client still makes the TXT lookups. Whatever the
+	// client, Lookup never follows redirects, never sends cookies, and refuses
+	// a connection below TLS 1.2 (RFC 8461 §3.3, §7.2).
 	HTTPClient *http.Client
 
 	// Cache, if not nil, holds policies across restarts or processes. If nil,
@@ -126,7 +138,10 @@ type Resolver struct {
 	// FetchTimeout bounds a policy fetch. If zero, DefaultFetchTimeout.
 	FetchTimeout time.Duration
 
-	// DNSTimeout bounds one DNS query to one server. If zero,
+	// DNSTimeout bounds one DNS question: the first query, the queries sent
+	// again after 1 s, then 2 s more, and so on (to the next name server if
+	// there is one), and a retry over TCP when an answer is truncated. A
+	// server that fails outright is not waited for. If zero,
 	// DefaultDNSTimeout.
 	DNSTimeout time.Duration
 
@@ -151,9 +166,8 @@ type Resolver struct {
 	mem     atomic.Pointer[memCache] // set once, by memOnce
 	stats   counters
 
-	sysOnce    sync.Once // reads /etc/resolv.conf into sysServers or sysErr
-	sysServers []string
-	sysErr     error
+	dnsOnce sync.Once // sets dnsc
+	dnsc    *dnsClient
 
 	clientOnce sync.Once // sets client
 	client     *http.Client
