@@ -10,6 +10,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/miekg/dns"
@@ -309,6 +310,8 @@ type dnsClient struct {
 	fixed   []string      // the Resolver's Nameservers, if any
 	conf    *resolvConf   // the system's, when fixed is empty
 
+	queries atomic.Uint64 // UDP queries sent, for Stats
+
 	mu     sync.Mutex
 	health map[string]*serverHealth // by "host:port"
 }
@@ -575,6 +578,7 @@ func (c *dnsClient) exchange(ctx context.Context, qname string, qtype uint16) (*
 // until then. It returns the answer it accepts or why there is none, or, if
 // the wait ran out first, the query, still waiting for its answer.
 func (c *dnsClient) askFirst(ctx context.Context, server string, m *dns.Msg, query []byte, until time.Time) (attempt, *udpQuery) {
+	c.queries.Add(1)
 	uq, err := sendUDP(ctx, server, query)
 	if err != nil {
 		return c.finish(ctx, server, m, nil, nil, err), nil
@@ -592,6 +596,7 @@ func (c *dnsClient) askFirst(ctx context.Context, server string, m *dns.Msg, que
 func (c *dnsClient) ask(ctx context.Context, server string, m *dns.Msg, query []byte, uq *udpQuery) attempt {
 	if uq == nil {
 		var err error
+		c.queries.Add(1)
 		if uq, err = sendUDP(ctx, server, query); err != nil {
 			return c.finish(ctx, server, m, nil, nil, err)
 		}

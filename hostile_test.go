@@ -852,7 +852,7 @@ func TestHostileNameServers(t *testing.T) {
 				s := newRawDNS(t, tc.answer)
 				w := newWorld(t)
 				w.r.Nameservers = []string{s.addr}
-				w.r.DNSTimeout = 300 * time.Millisecond
+				w.r.DNSTimeout = 900 * time.Millisecond // under the first resend, and room for 64 KB over TCP on a loaded machine
 				if tc.slow {
 					w.r.DNSTimeout = 10 * time.Second
 				}

@@ -239,6 +239,7 @@ func (r *Resolver) Lookup(ctx context.Context, domain string) (*Policy, error) {
 			return e.result()
 		}
 	}
+	r.stats.slowLookups.Add(1)
 	return r.lookupSlow(ctx, d, lookupCached)
 }
 
@@ -253,6 +254,7 @@ func (r *Resolver) Refresh(ctx context.Context, domain string) (*Policy, error) 
 	if err != nil {
 		return nil, err
 	}
+	r.stats.slowLookups.Add(1)
 	return r.lookupSlow(ctx, d, lookupRecheck)
 }
 
@@ -275,7 +277,6 @@ func (r *Resolver) memCache() *memCache {
 // Unless kind asks for the network, an answer that became fresh meanwhile is
 // returned.
 func (r *Resolver) lookupSlow(ctx context.Context, d string, kind lookupKind) (*Policy, error) {
-	r.stats.slowLookups.Add(1)
 	m := r.memCache()
 	h := m.hash(d)
 	sh := m.shardOf(h)
@@ -286,7 +287,7 @@ func (r *Resolver) lookupSlow(ctx context.Context, d string, kind lookupKind) (*
 		if kind == lookupCached {
 			if e := sh.lookup(h, d); e != nil && e.isFresh(now) {
 				sh.mu.Unlock()
-				r.stats.slowFromMemory.Add(1)
+				r.stats.slowFromMemory.Add(1) // only Lookup asks for a cached answer
 				return e.result()
 			}
 		}

@@ -38,7 +38,6 @@ type counters struct {
 	fromMemory      stripedCounter // Lookups answered on the lock-free path
 	slowLookups     atomic.Uint64  // the others
 	slowFromMemory  atomic.Uint64  // of which answered from memory after all
-	dnsQueries      atomic.Uint64
 	fetches         atomic.Uint64
 	refreshes       atomic.Uint64
 	refreshFailures atomic.Uint64
@@ -74,7 +73,7 @@ func (r *Resolver) Stats() Stats {
 	s := Stats{
 		Lookups:         fromMemory + c.slowLookups.Load(),
 		FromMemory:      fromMemory + c.slowFromMemory.Load(),
-		DNSQueries:      c.dnsQueries.Load(),
+		DNSQueries:      r.dnsClient().queries.Load(),
 		Fetches:         c.fetches.Load(),
 		Refreshes:       c.refreshes.Load(),
 		RefreshFailures: c.refreshFailures.Load(),

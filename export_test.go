@@ -1,0 +1,15 @@
+package mtasts
+
+import "context"
+
+// RefreshOnce does what one turn of Run's loop does, and waits for the
+// refreshes it started: tests on a settable clock call it after moving the
+// clock, instead of waiting for Run's next turn.
+func RefreshOnce(ctx context.Context, r *Resolver) {
+	rf := &refresher{r: r, sem: make(chan struct{}, r.refreshConcurrency()), pending: map[string]bool{}}
+	rf.scanMemory(ctx)
+	if lister, ok := r.Cache.(CacheLister); ok {
+		rf.scanCache(ctx, lister)
+	}
+	rf.wg.Wait()
+}
