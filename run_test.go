@@ -184,32 +184,32 @@ func TestClockSteppedBack(t *testing.T) {
 	assert.Equal(t, 2, w.PolicyFetchesFor("broken.example"), "a failure in the clock's future still held its id back")
 }
 
-// A Resolver that is no longer referenced is collected: nothing it armed
-// refers to it once its work is done.
+// A Resolver that is no longer referenced is collected, and with it what it
+// cached: nothing it armed (a timer per entry, say) keeps either alive.
 func TestDroppedResolverCollected(t *testing.T) {
 	t.Parallel()
 	s := mtaststest.NewServer()
 	defer s.Close()
 	s.Publish("d.example", "1", fabrikamEnforce)
-	collected := make(chan struct{})
+	resolverGone, policyGone := make(chan struct{}), make(chan struct{})
 	func() {
 		r := s.Resolver() // the real clock
-		for _, d := range []string{"d.example", "none.example"} {
-			_, err := lookup(t, r, d)
-			require.NoError(t, err)
-		}
-		runtime.AddCleanup(r, func(ch chan struct{}) { close(ch) }, collected)
+		p := mustPolicy(t, r, "d.example")
+		_, err := lookup(t, r, "none.example")
+		require.NoError(t, err)
+		runtime.AddCleanup(r, func(ch chan struct{}) { close(ch) }, resolverGone)
+		runtime.AddCleanup(p, func(ch chan struct{}) { close(ch) }, policyGone)
 	}()
 	deadline := time.Now().Add(10 * time.Second)
-	for {
-		runtime.GC()
-		select {
-		case <-collected:
-			return
-		case <-time.After(10 * time.Millisecond):
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("the dropped Resolver was not collected")
+	for _, gone := range []chan struct{}{resolverGone, policyGone} {
+		for collected := false; !collected; {
+			runtime.GC()
+			select {
+			case <-gone:
+				collected = true
+			case <-time.After(10 * time.Millisecond):
+			}
+			require.True(t, time.Now().Before(deadline), "the dropped Resolver or its policy was not collected")
 		}
 	}
 }
