@@ -59,16 +59,16 @@ func isSTSRecord(txt string) bool {
 // ParseRecord parses the text of an _mta-sts TXT record, its strings already
 // joined, by the grammar of RFC 8461 §3.1. Fields are separated by ";" with
 // optional white space around it; the first must be "v=STSv1" and an "id" is
-// required. Unknown fields are kept as Extensions; of a repeated field the
-// first wins. Errors wrap ErrInvalidRecord.
+// required. Unknown fields are kept as Extensions. Of a repeated field only the
+// first counts (RFC 8461 §3.2): a later "id" or "v" is ignored, as is a later
+// extension of the same name, provided it is a syntactically valid field
+// (extension name "=" extension value). Errors wrap ErrInvalidRecord.
 func ParseRecord(txt string) (*Record, error) {
 	if !isSTSRecord(txt) {
 		return nil, recordError(txt, `does not begin with "v=STSv1;"`)
 	}
 	rest := txt[len("v=STSv1"):]
 	r := &Record{}
-	seen := map[string]bool{}
-	fields := 0
 	for {
 		rest = trimWSP(rest)
 		if rest == "" {
@@ -91,28 +91,25 @@ func ParseRecord(txt string) (*Record, error) {
 		if !ok {
 			return nil, recordError(txt, fmt.Sprintf("field %q has no '='", field))
 		}
-		fields++
 		switch {
-		case name == "id":
+		case name == "id" && r.ID == "":
 			if !validID(value) {
 				return nil, recordError(txt, fmt.Sprintf("id %q is not 1 to 32 letters and digits", value))
 			}
+			r.ID = value
+			continue
 		case !validExtName(name):
 			return nil, recordError(txt, fmt.Sprintf("field name %q is invalid", name))
 		case !validRecordExtValue(value):
 			return nil, recordError(txt, fmt.Sprintf("field %q has an invalid value %q", name, value))
 		}
-		if seen[name] {
-			continue // RFC 8461 §3.2 by analogy: the first of a repeated field wins.
-		}
-		seen[name] = true
-		if name == "id" {
-			r.ID = value
-		} else {
+		// A repeated id or v, or a repeated extension: RFC 8461 §3.2 has all
+		// but the first entry of a non-repeated field ignored.
+		if name != "id" && name != "v" && !hasExtension(r.Extensions, name) {
 			r.Extensions = append(r.Extensions, Extension{name, value})
 		}
 	}
-	if fields == 0 || r.ID == "" {
+	if r.ID == "" {
 		return nil, recordError(txt, "no id field")
 	}
 	return r, nil
@@ -167,10 +164,16 @@ func validRecordExtValue(s string) bool {
 // (the last ending optional), white space allowed after the colon and at the
 // end of a line but not before the colon, keys and values case-sensitive,
 // fields in any order. version, mode and max_age are required; mx is required
-// at least once unless the mode is none. Of a repeated non-mx field the first
-// wins, so a later "mode: none" cannot weaken an earlier "mode: enforce".
-// Unknown fields that follow the extension grammar are kept in Extensions. A
-// max_age above MaxMaxAge is held to MaxMaxAge.
+// at least once unless the mode is none. Unknown fields that follow the
+// extension grammar are kept in Extensions. A max_age above MaxMaxAge is held
+// to MaxMaxAge.
+//
+// Every mx line counts and must hold a valid pattern. Of the other fields only
+// the first of a key counts (RFC 8461 §3.2): a later version, mode, max_age or
+// extension of the same key is ignored whatever its value, as long as the line
+// is a syntactically valid field (extension name ":" extension value). So a
+// later "mode: none" cannot weaken an earlier "mode: enforce", and a later
+// "mode: enforced" does not make the whole policy invalid.
 //
 // Errors wrap ErrInvalidPolicy and name the line and the reason.
 func ParsePolicy(text []byte) (*Policy, error) {
@@ -197,41 +200,40 @@ func ParsePolicy(text []byte) (*Policy, error) {
 			return nil, policyError(n, line, "not a \"key: value\" field")
 		}
 		value = trimWSP(value)
-		switch key {
-		case "version":
+		switch {
+		case key == "version" && !haveVersion:
 			if value != "STSv1" {
 				return nil, policyError(n, line, `version is not "STSv1"`)
 			}
 			haveVersion = true
-		case "mode":
+		case key == "mode" && !haveMode:
 			m := Mode(value)
 			if m != ModeEnforce && m != ModeTesting && m != ModeNone {
 				return nil, policyError(n, line, "mode is not enforce, testing or none")
 			}
-			if !haveMode {
-				p.Mode, haveMode = m, true
-			}
-		case "max_age":
+			p.Mode, haveMode = m, true
+		case key == "max_age" && !haveAge:
 			age, ok := parseMaxAge(value)
 			if !ok {
 				return nil, policyError(n, line, "max_age is not 1 to 10 digits")
 			}
-			if !haveAge {
-				p.MaxAge, haveAge = age, true
-			}
-		case "mx":
+			p.MaxAge, haveAge = age, true
+		case key == "mx":
 			if !validPattern(value) {
 				return nil, policyError(n, line, `mx is not a host name or "*." and a domain, in A-labels`)
 			}
 			mx = append(mx, value)
 		default:
+			// An extension, or a repeated version, mode or max_age, which
+			// RFC 8461 §3.2 has ignored: either must be a syntactically
+			// valid field, and so follow the extension grammar.
 			if !validExtName(key) {
 				return nil, policyError(n, line, "invalid key")
 			}
 			if !validPolicyExtValue(value) {
 				return nil, policyError(n, line, "invalid value")
 			}
-			if !hasExtension(p.Extensions, key) {
+			if !isPolicyField(key) && !hasExtension(p.Extensions, key) {
 				p.Extensions = append(p.Extensions, Extension{key, value})
 			}
 		}
@@ -254,6 +256,12 @@ func ParsePolicy(text []byte) (*Policy, error) {
 
 func policyError(n int, line, why string) error {
 	return fmt.Errorf("%w: line %d %q: %s", ErrInvalidPolicy, n, line, why)
+}
+
+// isPolicyField reports whether key names one of the fields RFC 8461 §3.2
+// defines, other than mx.
+func isPolicyField(key string) bool {
+	return key == "version" || key == "mode" || key == "max_age"
 }
 
 func hasExtension(exts []Extension, key string) bool {

@@ -50,6 +50,14 @@ func TestParseRecord(t *testing.T) {
 		{"first id wins", "v=STSv1; id=first; id=second", Record{ID: "first"}},
 		{"first extension wins, order kept", "v=STSv1; b=1; id=x; a=2; b=3",
 			Record{ID: "x", Extensions: []Extension{{"b", "1"}, {"a", "2"}}}},
+		// RFC 8461 §3.2: all but the first entry of a non-repeated field are
+		// ignored, so a later one need only be a syntactically valid field.
+		{"later id with punctuation ignored", "v=STSv1; id=first; id=2016-08-31", Record{ID: "first"}},
+		{"later id of 33 characters ignored", "v=STSv1; id=first; id=" + id32 + "x", Record{ID: "first"}},
+		{"later id with non-id punctuation before the first extension", "v=STSv1; id=1; id=a:b; e=x",
+			Record{ID: "1", Extensions: []Extension{{"e", "x"}}}},
+		{"later version ignored", "v=STSv1; id=1; v=STSv2", Record{ID: "1"}},
+		{"later version STSv1 ignored", "v=STSv1; v=STSv1; id=1", Record{ID: "1"}},
 	}
 	for _, tc := range valid {
 		t.Run(tc.name, func(t *testing.T) {
@@ -111,6 +119,14 @@ func TestParseRecord(t *testing.T) {
 		{"extension name with slash", "v=STSv1; id=1; a/b=1", true},
 		{"empty extension name", "v=STSv1; id=1; =1", true},
 		{"33-character extension name", "v=STSv1; id=1; " + name32 + "x=1", true},
+		// The first entry of a field is the one that counts, and a later one
+		// must still be a syntactically valid field.
+		{"first id invalid, later one valid", "v=STSv1; id=2016-08-31; id=abc", true},
+		{"later id empty", "v=STSv1; id=abc; id=", true},
+		{"later id with equals", "v=STSv1; id=abc; id=a=b", true},
+		{"later id with non-ASCII", "v=STSv1; id=abc; id=é", true},
+		{"later version empty", "v=STSv1; id=abc; v=", true},
+		{"later extension with invalid value", "v=STSv1; id=abc; e=1; e=a=b", true},
 	}
 	for _, tc := range invalid {
 		t.Run(tc.name, func(t *testing.T) {
@@ -213,6 +229,23 @@ func TestParsePolicy(t *testing.T) {
 		{"first extension wins, order kept", policyHead + "b: 1\nmax_age: 86400\na: 2\nb: 3\n",
 			&Policy{Mode: ModeEnforce, MaxAge: day, MX: []string{"mail.example.com"},
 				Extensions: []Extension{{"b", "1"}, {"a", "2"}}}},
+		// RFC 8461 §3.2: all but the first entry of a non-repeated field are
+		// ignored, whatever their value, as long as the line is a
+		// syntactically valid field (the extension grammar).
+		{"later version STSv2 ignored", policyHead + "max_age: 86400\nversion: STSv2\n", enforce(day, "mail.example.com")},
+		{"later version in lower case ignored", "version: STSv1\nversion: stsv1\nmode: enforce\nmx: mail.example.com\nmax_age: 86400\n", enforce(day, "mail.example.com")},
+		{"later mode strict ignored", policyHead + "max_age: 86400\nmode: strict\n", enforce(day, "mail.example.com")},
+		{"later mode enforced ignored", "version: STSv1\nmode: testing\nmx: a.example\nmax_age: 86400\nmode: enforced\n",
+			&Policy{Mode: ModeTesting, MaxAge: day, MX: []string{"a.example"}}},
+		{"later mode with inner space and UTF-8 ignored", policyHead + "max_age: 86400\nmode: é force\r\n", enforce(day, "mail.example.com")},
+		{"later max_age garbage ignored", policyHead + "max_age: 86400\nmax_age: garbage\n", enforce(day, "mail.example.com")},
+		{"later max_age negative ignored", policyHead + "max_age: 86400\nmax_age: -1\n", enforce(day, "mail.example.com")},
+		{"later max_age of 11 digits ignored", policyHead + "max_age: 86400\nmax_age: 31557600000\n", enforce(day, "mail.example.com")},
+		{"later duplicates between mx lines", "version: STSv1\nmode: enforce\nmx: a.example\nmode: none ; really\nmx: b.example\nmax_age: 86400\nversion: 2\nmx: *.c.example\nmax_age: 1 week\n",
+			enforce(day, "a.example", "b.example", "*.c.example")},
+		{"later extension with different value ignored", policyHead + "max_age: 86400\nnote: a\nnote: b c\n",
+			&Policy{Mode: ModeEnforce, MaxAge: day, MX: []string{"mail.example.com"},
+				Extensions: []Extension{{"note", "a"}}}},
 	}
 	for _, tc := range valid {
 		t.Run(tc.name, func(t *testing.T) {
@@ -260,7 +293,6 @@ func TestParsePolicy(t *testing.T) {
 		{"mode ENFORCE", "version: STSv1\nmode: ENFORCE\nmx: mail.example.com\nmax_age: 86400\n", 2},
 		{"mode unknown", "version: STSv1\nmode: report\nmx: mail.example.com\nmax_age: 86400\n", 2},
 		{"empty mode", "version: STSv1\nmode:\nmx: mail.example.com\nmax_age: 86400\n", 2},
-		{"later invalid mode", policyHead + "max_age: 86400\nmode: strict\n", 5},
 		{"no version", "mode: enforce\nmx: mail.example.com\nmax_age: 86400\n", 0},
 		{"no mode", "version: STSv1\nmx: mail.example.com\nmax_age: 86400\n", 0},
 		{"no max_age", policyHead, 0},
@@ -318,6 +350,19 @@ func TestParsePolicy(t *testing.T) {
 		{"extension value DEL", policyHead + "x: a\x7f\nmax_age: 86400\n", 4},
 		{"extension value invalid UTF-8", policyHead + "x: a\xffb\nmax_age: 86400\n", 4},
 		{"extension value inner CR", policyHead + "x: a\rb\nmax_age: 86400\n", 4},
+		// Only the first entry of a field counts, and a later one must still
+		// be a syntactically valid field; every mx is checked.
+		{"first version invalid, later one valid", "version: STSv2\nversion: STSv1\nmode: enforce\nmx: a.example\nmax_age: 86400\n", 1},
+		{"first mode invalid, later one valid", "version: STSv1\nmode: enforced\nmode: enforce\nmx: a.example\nmax_age: 86400\n", 2},
+		{"first max_age invalid, later one valid", policyHead + "max_age: garbage\nmax_age: 86400\n", 4},
+		{"later mode empty", policyHead + "max_age: 86400\nmode:\n", 5},
+		{"later mode white space only", policyHead + "max_age: 86400\nmode: \t\r\n", 5},
+		{"later mode inner tab", policyHead + "max_age: 86400\nmode: en\tforce\n", 5},
+		{"later max_age with NUL", policyHead + "max_age: 86400\nmax_age: 1\x00\n", 5},
+		{"later version invalid UTF-8", policyHead + "max_age: 86400\nversion: \xff\n", 5},
+		{"later version with space before the colon", policyHead + "max_age: 86400\nversion : STSv2\n", 5},
+		{"later extension empty", policyHead + "max_age: 86400\nnote: a\nnote:\n", 6},
+		{"invalid mx after valid ones", policyHead + "mx: b.example\nmax_age: 86400\nmx: c_d.example\n", 6},
 	}
 	for _, tc := range invalid {
 		t.Run(tc.name, func(t *testing.T) {
