@@ -2,6 +2,7 @@ package mtasts
 
 import (
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 	"unicode/utf8"
@@ -81,16 +82,14 @@ func ParseRecord(txt string) (*Record, error) {
 		if rest == "" {
 			break // a trailing separator is allowed
 		}
-		end := strings.IndexAny(rest, "; \t")
-		if end < 0 {
-			end = len(rest)
-		}
+		end := fieldEnd(rest)
 		field := rest[:end]
 		rest = rest[end:]
-		name, value, ok := strings.Cut(field, "=")
-		if !ok {
+		eq := strings.IndexByte(field, '=')
+		if eq < 0 {
 			return nil, recordError(txt, fmt.Sprintf("field %q has no '='", field))
 		}
+		name, value := field[:eq], field[eq+1:]
 		switch {
 		case name == "id" && r.ID == "":
 			if !validID(value) {
@@ -113,6 +112,17 @@ func ParseRecord(txt string) (*Record, error) {
 		return nil, recordError(txt, "no id field")
 	}
 	return r, nil
+}
+
+// fieldEnd returns the length of the record field at the start of s: up to
+// the next ";", space or tab, or the end.
+func fieldEnd(s string) int {
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c == ';' || isWSP(c) {
+			return i
+		}
+	}
+	return len(s)
 }
 
 func recordError(txt, why string) error {
@@ -177,29 +187,42 @@ func validRecordExtValue(s string) bool {
 //
 // Errors wrap ErrInvalidPolicy and name the line and the reason.
 func ParsePolicy(text []byte) (*Policy, error) {
-	s := string(text)
-	if s == "" {
+	if len(text) == 0 {
 		return nil, fmt.Errorf("%w: empty", ErrInvalidPolicy)
 	}
+	s := string(text) // one copy, which the policy's strings share
 	p := &Policy{}
 	var (
-		mxBuf                          [8]string
-		mx                             = mxBuf[:0]
 		haveVersion, haveMode, haveAge bool
+		mx                             mxChecker
 	)
 	for n := 1; s != ""; n++ {
 		line := s
 		if i := strings.IndexByte(s, '\n'); i >= 0 {
 			line, s = s[:i], s[i+1:]
-			line = strings.TrimSuffix(line, "\r")
+			if i > 0 && line[i-1] == '\r' {
+				line = line[:i-1]
+			}
 		} else {
 			s = ""
 		}
-		key, value, ok := strings.Cut(line, ":")
-		if !ok {
+		if strings.HasPrefix(line, "mx:") { // most lines of a large policy
+			value := trimWSP(line[len("mx:"):])
+			if !mx.valid(value) {
+				return nil, policyError(n, line, `mx is not a host name or "*." and a domain, in A-labels`)
+			}
+			if p.MX == nil {
+				// Room for this line and every one after it: one allocation.
+				p.MX = make([]string, 0, 1+strings.Count(s, "\n"))
+			}
+			p.MX = append(p.MX, value)
+			continue
+		}
+		colon := strings.IndexByte(line, ':')
+		if colon < 0 {
 			return nil, policyError(n, line, "not a \"key: value\" field")
 		}
-		value = trimWSP(value)
+		key, value := line[:colon], trimWSP(line[colon+1:])
 		switch {
 		case key == "version" && !haveVersion:
 			if value != "STSv1" {
@@ -218,11 +241,6 @@ func ParsePolicy(text []byte) (*Policy, error) {
 				return nil, policyError(n, line, "max_age is not 1 to 10 digits")
 			}
 			p.MaxAge, haveAge = age, true
-		case key == "mx":
-			if !validPattern(value) {
-				return nil, policyError(n, line, `mx is not a host name or "*." and a domain, in A-labels`)
-			}
-			mx = append(mx, value)
 		default:
 			// An extension, or a repeated version, mode or max_age, which
 			// RFC 8461 §3.2 has ignored: either must be a syntactically
@@ -245,11 +263,13 @@ func ParsePolicy(text []byte) (*Policy, error) {
 		return nil, fmt.Errorf("%w: no mode field", ErrInvalidPolicy)
 	case !haveAge:
 		return nil, fmt.Errorf("%w: no max_age field", ErrInvalidPolicy)
-	case len(mx) == 0 && p.Mode != ModeNone:
+	case len(p.MX) == 0 && p.Mode != ModeNone:
 		return nil, fmt.Errorf("%w: no mx field in mode %s", ErrInvalidPolicy, p.Mode)
 	}
-	if len(mx) > 0 {
-		p.MX = append(make([]string, 0, len(mx)), mx...)
+	if cap(p.MX)-len(p.MX) > 8 {
+		// Many other lines followed the first mx; keep no more room than
+		// a handful of them would have taken.
+		p.MX = slices.Clone(p.MX)
 	}
 	return p, nil
 }
@@ -315,6 +335,44 @@ func validPolicyExtValue(s string) bool {
 // allowed: RFC 8461 §3.2 requires A-labels.
 func validPattern(s string) bool {
 	return validHostname(strings.TrimPrefix(s, "*."))
+}
+
+// mxChecker is validPattern for the mx patterns of one policy. Providers
+// name many MX hosts in one domain (mx1.mail.example.com, mx2.mail.example.com
+// and so on), so it keeps the domain of the last pattern it checked in full,
+// the part after its first label: a later pattern in that same domain needs
+// only its first label checked. Only the full check rejects a pattern.
+type mxChecker struct {
+	domain string // with its leading dot; "" at first
+}
+
+func (c *mxChecker) valid(pat string) bool {
+	host := strings.TrimPrefix(pat, "*.")
+	if c.domain != "" && len(host) <= 253 && strings.HasSuffix(host, c.domain) &&
+		validLabel(host[:len(host)-len(c.domain)]) {
+		return true
+	}
+	if !validHostname(host) {
+		return false
+	}
+	if dot := strings.IndexByte(host, '.'); dot >= 0 {
+		c.domain = host[dot:]
+	}
+	return true
+}
+
+// validLabel reports whether s is a label of a Domain of RFC 5321 in ASCII:
+// 1 to 63 letters, digits and hyphens, the first and last not hyphens.
+func validLabel(s string) bool {
+	if s == "" || len(s) > 63 || s[0] == '-' || s[len(s)-1] == '-' {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		if charClass[s[i]]&(cAlnum|cHyphen) == 0 {
+			return false
+		}
+	}
+	return true
 }
 
 // validHostname reports whether s is a Domain of RFC 5321 in ASCII, with the

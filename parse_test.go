@@ -487,3 +487,36 @@ func testGoldenFiles(t *testing.T, dir string, parse func([]byte) (string, error
 		})
 	}
 }
+
+// TestMXChecker checks that mxChecker, which ParsePolicy uses in place of
+// validPattern, gives the same answer after any earlier pattern, since it
+// checks only the first label of a pattern in the domain of the one before.
+func TestMXChecker(t *testing.T) {
+	t.Parallel()
+	label63 := strings.Repeat("a", 63)
+	long := strings.Repeat(label63+".", 4) + "example.com"
+	require.Len(t, long, 267)
+	// A domain of 250 characters, under which a label of 2 fits and one of 3
+	// does not.
+	d250 := strings.Repeat(label63+".", 3) + strings.Repeat("b", 58)
+	require.Len(t, d250, 250)
+	patterns := []string{
+		"mx1.example.com", "mx2.example.com", "*.example.com", "example.com", "com",
+		"a.b.example.com", "a..example.com", ".example.com", "..example.com",
+		"-a.example.com", "a-.example.com", "a-b.example.com", "a_b.example.com",
+		"é.example.com", "*.*.example.com", "*a.example.com", "a*.example.com",
+		"a.example.com.", "A.EXAMPLE.COM", "Mx3.Example.Com", "a.example.co", "aexample.com",
+		label63 + ".example.com", label63 + "a.example.com", long, long[13:], long[14:],
+		"a." + d250, "ab." + d250, "abc." + d250, "*.ab." + d250,
+		"mx1.mail.example-corp.com", "mx2.mail.example-corp.com", "mx-.mail.example-corp.com",
+		"", "*.", "*", ".", "a b.example.com", "a\r.example.com",
+	}
+	for _, first := range patterns {
+		for _, pat := range patterns {
+			var c mxChecker
+			c.valid(first)
+			got, want := c.valid(pat), validPattern(pat)
+			assert.Equal(t, want, got, "valid(%q) after valid(%q) = %v, want %v", pat, first, got, want)
+		}
+	}
+}
