@@ -70,6 +70,7 @@ func ParseRecord(txt string) (*Record, error) {
 	}
 	rest := txt[len("v=STSv1"):]
 	r := &Record{}
+	var exts extensionSet
 	for {
 		rest = trimWSP(rest)
 		if rest == "" {
@@ -104,13 +105,14 @@ func ParseRecord(txt string) (*Record, error) {
 		}
 		// A repeated id or v, or a repeated extension: RFC 8461 §3.2 has all
 		// but the first entry of a non-repeated field ignored.
-		if name != "id" && name != "v" && !hasExtension(r.Extensions, name) {
-			r.Extensions = append(r.Extensions, Extension{name, value})
+		if name != "id" && name != "v" {
+			exts.add(name, value)
 		}
 	}
 	if r.ID == "" {
 		return nil, recordError(txt, "no id field")
 	}
+	r.Extensions = exts.list
 	return r, nil
 }
 
@@ -195,6 +197,7 @@ func ParsePolicy(text []byte) (*Policy, error) {
 	var (
 		haveVersion, haveMode, haveAge bool
 		mx                             mxChecker
+		exts                           extensionSet
 	)
 	for n := 1; s != ""; n++ {
 		line := s
@@ -251,8 +254,8 @@ func ParsePolicy(text []byte) (*Policy, error) {
 			if !validPolicyExtValue(value) {
 				return nil, policyError(n, line, "invalid value")
 			}
-			if !isPolicyField(key) && !hasExtension(p.Extensions, key) {
-				p.Extensions = append(p.Extensions, Extension{key, value})
+			if !isPolicyField(key) {
+				exts.add(key, value)
 			}
 		}
 	}
@@ -271,6 +274,7 @@ func ParsePolicy(text []byte) (*Policy, error) {
 		// a handful of them would have taken.
 		p.MX = slices.Clone(p.MX)
 	}
+	p.Extensions = exts.list
 	return p, nil
 }
 
@@ -291,6 +295,41 @@ func hasExtension(exts []Extension, key string) bool {
 		}
 	}
 	return false
+}
+
+// extensionSet collects the extensions of a record or policy in order, the
+// first of each key only (RFC 8461 §3.2). It searches its list while that is
+// short and keeps a set of the keys beyond, so that a file of thousands of
+// distinct keys takes linear time, not quadratic.
+type extensionSet struct {
+	list []Extension
+	keys map[string]struct{} // nil while the list is short
+}
+
+// maxExtensionSearch is the length of list up to which add searches it.
+const maxExtensionSearch = 16
+
+func (s *extensionSet) add(key, value string) {
+	if s.keys != nil {
+		if _, ok := s.keys[key]; ok {
+			return
+		}
+		s.keys[key] = struct{}{}
+	} else {
+		for _, e := range s.list {
+			if e.Key == key {
+				return
+			}
+		}
+		if len(s.list) == maxExtensionSearch {
+			s.keys = make(map[string]struct{}, 2*maxExtensionSearch)
+			for _, e := range s.list {
+				s.keys[e.Key] = struct{}{}
+			}
+			s.keys[key] = struct{}{}
+		}
+	}
+	s.list = append(s.list, Extension{key, value})
 }
 
 // parseMaxAge parses 1*10DIGIT, holding the result to MaxMaxAge.

@@ -520,3 +520,33 @@ func TestMXChecker(t *testing.T) {
 		}
 	}
 }
+
+// TestManyExtensions checks that the first of each extension key is kept, in
+// order, past the number of keys up to which extensionSet searches its list.
+func TestManyExtensions(t *testing.T) {
+	t.Parallel()
+	const n = 3 * maxExtensionSearch
+	var policy, record strings.Builder
+	policy.WriteString(policyHead + "max_age: 86400\n")
+	record.WriteString("v=STSv1; id=1")
+	var want []Extension
+	// Each key once, then each again with another value, in reverse order.
+	for i := range n {
+		key := fmt.Sprintf("k%d", i)
+		want = append(want, Extension{key, "first"})
+		fmt.Fprintf(&policy, "%s: first\n", key)
+		fmt.Fprintf(&record, "; %s=first", key)
+	}
+	for i := n - 1; i >= 0; i-- {
+		fmt.Fprintf(&policy, "k%d: second\n", i)
+		fmt.Fprintf(&record, "; k%d=second", i)
+	}
+
+	p, err := ParsePolicy([]byte(policy.String()))
+	require.NoError(t, err, "ParsePolicy(%q)", policy.String())
+	assert.Equal(t, want, p.Extensions, "ParsePolicy(%q).Extensions = %v, want %v", policy.String(), p.Extensions, want)
+
+	r, err := ParseRecord(record.String())
+	require.NoError(t, err, "ParseRecord(%q)", record.String())
+	assert.Equal(t, want, r.Extensions, "ParseRecord(%q).Extensions = %v, want %v", record.String(), r.Extensions, want)
+}
