@@ -2,6 +2,7 @@ package mtasts
 
 import (
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 	"unicode/utf8"
@@ -59,16 +60,17 @@ func isSTSRecord(txt string) bool {
 // ParseRecord parses the text of an _mta-sts TXT record, its strings already
 // joined, by the grammar of RFC 8461 §3.1. Fields are separated by ";" with
 // optional white space around it; the first must be "v=STSv1" and an "id" is
-// required. Unknown fields are kept as Extensions; of a repeated field the
-// first wins. Errors wrap ErrInvalidRecord.
+// required. Unknown fields are kept as Extensions. Of a repeated field only the
+// first counts (RFC 8461 §3.2): a later "id" or "v" is ignored, as is a later
+// extension of the same name, provided it is a syntactically valid field
+// (extension name "=" extension value). Errors wrap ErrInvalidRecord.
 func ParseRecord(txt string) (*Record, error) {
 	if !isSTSRecord(txt) {
 		return nil, recordError(txt, `does not begin with "v=STSv1;"`)
 	}
 	rest := txt[len("v=STSv1"):]
 	r := &Record{}
-	seen := map[string]bool{}
-	fields := 0
+	var exts extensionSet
 	for {
 		rest = trimWSP(rest)
 		if rest == "" {
@@ -81,41 +83,48 @@ func ParseRecord(txt string) (*Record, error) {
 		if rest == "" {
 			break // a trailing separator is allowed
 		}
-		end := strings.IndexAny(rest, "; \t")
-		if end < 0 {
-			end = len(rest)
-		}
+		end := fieldEnd(rest)
 		field := rest[:end]
 		rest = rest[end:]
-		name, value, ok := strings.Cut(field, "=")
-		if !ok {
+		eq := strings.IndexByte(field, '=')
+		if eq < 0 {
 			return nil, recordError(txt, fmt.Sprintf("field %q has no '='", field))
 		}
-		fields++
+		name, value := field[:eq], field[eq+1:]
 		switch {
-		case name == "id":
+		case name == "id" && r.ID == "":
 			if !validID(value) {
 				return nil, recordError(txt, fmt.Sprintf("id %q is not 1 to 32 letters and digits", value))
 			}
+			r.ID = value
+			continue
 		case !validExtName(name):
 			return nil, recordError(txt, fmt.Sprintf("field name %q is invalid", name))
 		case !validRecordExtValue(value):
 			return nil, recordError(txt, fmt.Sprintf("field %q has an invalid value %q", name, value))
 		}
-		if seen[name] {
-			continue // RFC 8461 §3.2 by analogy: the first of a repeated field wins.
-		}
-		seen[name] = true
-		if name == "id" {
-			r.ID = value
-		} else {
-			r.Extensions = append(r.Extensions, Extension{name, value})
+		// A repeated id or v, or a repeated extension: RFC 8461 §3.2 has all
+		// but the first entry of a non-repeated field ignored.
+		if name != "id" && name != "v" {
+			exts.add(name, value)
 		}
 	}
-	if fields == 0 || r.ID == "" {
+	if r.ID == "" {
 		return nil, recordError(txt, "no id field")
 	}
+	r.Extensions = exts.list
 	return r, nil
+}
+
+// fieldEnd returns the length of the record field at the start of s: up to
+// the next ";", space or tab, or the end.
+func fieldEnd(s string) int {
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c == ';' || isWSP(c) {
+			return i
+		}
+	}
+	return len(s)
 }
 
 func recordError(txt, why string) error {
@@ -167,72 +176,86 @@ func validRecordExtValue(s string) bool {
 // (the last ending optional), white space allowed after the colon and at the
 // end of a line but not before the colon, keys and values case-sensitive,
 // fields in any order. version, mode and max_age are required; mx is required
-// at least once unless the mode is none. Of a repeated non-mx field the first
-// wins, so a later "mode: none" cannot weaken an earlier "mode: enforce".
-// Unknown fields that follow the extension grammar are kept in Extensions. A
-// max_age above MaxMaxAge is held to MaxMaxAge.
+// at least once unless the mode is none. Unknown fields that follow the
+// extension grammar are kept in Extensions. A max_age above MaxMaxAge is held
+// to MaxMaxAge.
+//
+// Every mx line counts and must hold a valid pattern. Of the other fields only
+// the first of a key counts (RFC 8461 §3.2): a later version, mode, max_age or
+// extension of the same key is ignored whatever its value, as long as the line
+// is a syntactically valid field (extension name ":" extension value). So a
+// later "mode: none" cannot weaken an earlier "mode: enforce", and a later
+// "mode: enforced" does not make the whole policy invalid.
 //
 // Errors wrap ErrInvalidPolicy and name the line and the reason.
 func ParsePolicy(text []byte) (*Policy, error) {
-	s := string(text)
-	if s == "" {
+	if len(text) == 0 {
 		return nil, fmt.Errorf("%w: empty", ErrInvalidPolicy)
 	}
+	s := string(text) // one copy, which the policy's strings share
 	p := &Policy{}
 	var (
-		mxBuf                          [8]string
-		mx                             = mxBuf[:0]
 		haveVersion, haveMode, haveAge bool
+		mx                             mxChecker
+		exts                           extensionSet
 	)
 	for n := 1; s != ""; n++ {
 		line := s
 		if i := strings.IndexByte(s, '\n'); i >= 0 {
 			line, s = s[:i], s[i+1:]
-			line = strings.TrimSuffix(line, "\r")
+			if i > 0 && line[i-1] == '\r' {
+				line = line[:i-1]
+			}
 		} else {
 			s = ""
 		}
-		key, value, ok := strings.Cut(line, ":")
-		if !ok {
+		if strings.HasPrefix(line, "mx:") { // most lines of a large policy
+			value := trimWSP(line[len("mx:"):])
+			if !mx.valid(value) {
+				return nil, policyError(n, line, `mx is not a host name or "*." and a domain, in A-labels`)
+			}
+			if p.MX == nil {
+				// Room for this line and every one after it: one allocation.
+				p.MX = make([]string, 0, 1+strings.Count(s, "\n"))
+			}
+			p.MX = append(p.MX, value)
+			continue
+		}
+		colon := strings.IndexByte(line, ':')
+		if colon < 0 {
 			return nil, policyError(n, line, "not a \"key: value\" field")
 		}
-		value = trimWSP(value)
-		switch key {
-		case "version":
+		key, value := line[:colon], trimWSP(line[colon+1:])
+		switch {
+		case key == "version" && !haveVersion:
 			if value != "STSv1" {
 				return nil, policyError(n, line, `version is not "STSv1"`)
 			}
 			haveVersion = true
-		case "mode":
+		case key == "mode" && !haveMode:
 			m := Mode(value)
 			if m != ModeEnforce && m != ModeTesting && m != ModeNone {
 				return nil, policyError(n, line, "mode is not enforce, testing or none")
 			}
-			if !haveMode {
-				p.Mode, haveMode = m, true
-			}
-		case "max_age":
+			p.Mode, haveMode = m, true
+		case key == "max_age" && !haveAge:
 			age, ok := parseMaxAge(value)
 			if !ok {
 				return nil, policyError(n, line, "max_age is not 1 to 10 digits")
 			}
-			if !haveAge {
-				p.MaxAge, haveAge = age, true
-			}
-		case "mx":
-			if !validPattern(value) {
-				return nil, policyError(n, line, `mx is not a host name or "*." and a domain, in A-labels`)
-			}
-			mx = append(mx, value)
+			p.MaxAge, haveAge = age, true
 		default:
+			// An extension, or a repeated version, mode or max_age, which
+			// RFC 8461 §3.2 has ignored: either must be a syntactically
+			// valid field, and so follow the extension grammar.
 			if !validExtName(key) {
 				return nil, policyError(n, line, "invalid key")
 			}
 			if !validPolicyExtValue(value) {
 				return nil, policyError(n, line, "invalid value")
 			}
-			if !hasExtension(p.Extensions, key) {
-				p.Extensions = append(p.Extensions, Extension{key, value})
+			if !isPolicyField(key) {
+				exts.add(key, value)
 			}
 		}
 	}
@@ -243,17 +266,26 @@ func ParsePolicy(text []byte) (*Policy, error) {
 		return nil, fmt.Errorf("%w: no mode field", ErrInvalidPolicy)
 	case !haveAge:
 		return nil, fmt.Errorf("%w: no max_age field", ErrInvalidPolicy)
-	case len(mx) == 0 && p.Mode != ModeNone:
+	case len(p.MX) == 0 && p.Mode != ModeNone:
 		return nil, fmt.Errorf("%w: no mx field in mode %s", ErrInvalidPolicy, p.Mode)
 	}
-	if len(mx) > 0 {
-		p.MX = append(make([]string, 0, len(mx)), mx...)
+	if cap(p.MX)-len(p.MX) > 8 {
+		// Many other lines followed the first mx; keep no more room than
+		// a handful of them would have taken.
+		p.MX = slices.Clone(p.MX)
 	}
+	p.Extensions = exts.list
 	return p, nil
 }
 
 func policyError(n int, line, why string) error {
 	return fmt.Errorf("%w: line %d %q: %s", ErrInvalidPolicy, n, line, why)
+}
+
+// isPolicyField reports whether key names one of the fields RFC 8461 §3.2
+// defines, other than mx.
+func isPolicyField(key string) bool {
+	return key == "version" || key == "mode" || key == "max_age"
 }
 
 func hasExtension(exts []Extension, key string) bool {
@@ -263,6 +295,41 @@ func hasExtension(exts []Extension, key string) bool {
 		}
 	}
 	return false
+}
+
+// extensionSet collects the extensions of a record or policy in order, the
+// first of each key only (RFC 8461 §3.2). It searches its list while that is
+// short and keeps a set of the keys beyond, so that a file of thousands of
+// distinct keys takes linear time, not quadratic.
+type extensionSet struct {
+	list []Extension
+	keys map[string]struct{} // nil while the list is short
+}
+
+// maxExtensionSearch is the length of list up to which add searches it.
+const maxExtensionSearch = 16
+
+func (s *extensionSet) add(key, value string) {
+	if s.keys != nil {
+		if _, ok := s.keys[key]; ok {
+			return
+		}
+		s.keys[key] = struct{}{}
+	} else {
+		for _, e := range s.list {
+			if e.Key == key {
+				return
+			}
+		}
+		if len(s.list) == maxExtensionSearch {
+			s.keys = make(map[string]struct{}, 2*maxExtensionSearch)
+			for _, e := range s.list {
+				s.keys[e.Key] = struct{}{}
+			}
+			s.keys[key] = struct{}{}
+		}
+	}
+	s.list = append(s.list, Extension{key, value})
 }
 
 // parseMaxAge parses 1*10DIGIT, holding the result to MaxMaxAge.
@@ -307,6 +374,44 @@ func validPolicyExtValue(s string) bool {
 // allowed: RFC 8461 §3.2 requires A-labels.
 func validPattern(s string) bool {
 	return validHostname(strings.TrimPrefix(s, "*."))
+}
+
+// mxChecker is validPattern for the mx patterns of one policy. Providers
+// name many MX hosts in one domain (mx1.mail.example.com, mx2.mail.example.com
+// and so on), so it keeps the domain of the last pattern it checked in full,
+// the part after its first label: a later pattern in that same domain needs
+// only its first label checked. Only the full check rejects a pattern.
+type mxChecker struct {
+	domain string // with its leading dot; "" at first
+}
+
+func (c *mxChecker) valid(pat string) bool {
+	host := strings.TrimPrefix(pat, "*.")
+	if c.domain != "" && len(host) <= 253 && strings.HasSuffix(host, c.domain) &&
+		validLabel(host[:len(host)-len(c.domain)]) {
+		return true
+	}
+	if !validHostname(host) {
+		return false
+	}
+	if dot := strings.IndexByte(host, '.'); dot >= 0 {
+		c.domain = host[dot:]
+	}
+	return true
+}
+
+// validLabel reports whether s is a label of a Domain of RFC 5321 in ASCII:
+// 1 to 63 letters, digits and hyphens, the first and last not hyphens.
+func validLabel(s string) bool {
+	if s == "" || len(s) > 63 || s[0] == '-' || s[len(s)-1] == '-' {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		if charClass[s[i]]&(cAlnum|cHyphen) == 0 {
+			return false
+		}
+	}
+	return true
 }
 
 // validHostname reports whether s is a Domain of RFC 5321 in ASCII, with the

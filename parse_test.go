@@ -50,6 +50,14 @@ func TestParseRecord(t *testing.T) {
 		{"first id wins", "v=STSv1; id=first; id=second", Record{ID: "first"}},
 		{"first extension wins, order kept", "v=STSv1; b=1; id=x; a=2; b=3",
 			Record{ID: "x", Extensions: []Extension{{"b", "1"}, {"a", "2"}}}},
+		// RFC 8461 §3.2: all but the first entry of a non-repeated field are
+		// ignored, so a later one need only be a syntactically valid field.
+		{"later id with punctuation ignored", "v=STSv1; id=first; id=2016-08-31", Record{ID: "first"}},
+		{"later id of 33 characters ignored", "v=STSv1; id=first; id=" + id32 + "x", Record{ID: "first"}},
+		{"later id with non-id punctuation before the first extension", "v=STSv1; id=1; id=a:b; e=x",
+			Record{ID: "1", Extensions: []Extension{{"e", "x"}}}},
+		{"later version ignored", "v=STSv1; id=1; v=STSv2", Record{ID: "1"}},
+		{"later version STSv1 ignored", "v=STSv1; v=STSv1; id=1", Record{ID: "1"}},
 	}
 	for _, tc := range valid {
 		t.Run(tc.name, func(t *testing.T) {
@@ -111,6 +119,14 @@ func TestParseRecord(t *testing.T) {
 		{"extension name with slash", "v=STSv1; id=1; a/b=1", true},
 		{"empty extension name", "v=STSv1; id=1; =1", true},
 		{"33-character extension name", "v=STSv1; id=1; " + name32 + "x=1", true},
+		// The first entry of a field is the one that counts, and a later one
+		// must still be a syntactically valid field.
+		{"first id invalid, later one valid", "v=STSv1; id=2016-08-31; id=abc", true},
+		{"later id empty", "v=STSv1; id=abc; id=", true},
+		{"later id with equals", "v=STSv1; id=abc; id=a=b", true},
+		{"later id with non-ASCII", "v=STSv1; id=abc; id=é", true},
+		{"later version empty", "v=STSv1; id=abc; v=", true},
+		{"later extension with invalid value", "v=STSv1; id=abc; e=1; e=a=b", true},
 	}
 	for _, tc := range invalid {
 		t.Run(tc.name, func(t *testing.T) {
@@ -213,6 +229,23 @@ func TestParsePolicy(t *testing.T) {
 		{"first extension wins, order kept", policyHead + "b: 1\nmax_age: 86400\na: 2\nb: 3\n",
 			&Policy{Mode: ModeEnforce, MaxAge: day, MX: []string{"mail.example.com"},
 				Extensions: []Extension{{"b", "1"}, {"a", "2"}}}},
+		// RFC 8461 §3.2: all but the first entry of a non-repeated field are
+		// ignored, whatever their value, as long as the line is a
+		// syntactically valid field (the extension grammar).
+		{"later version STSv2 ignored", policyHead + "max_age: 86400\nversion: STSv2\n", enforce(day, "mail.example.com")},
+		{"later version in lower case ignored", "version: STSv1\nversion: stsv1\nmode: enforce\nmx: mail.example.com\nmax_age: 86400\n", enforce(day, "mail.example.com")},
+		{"later mode strict ignored", policyHead + "max_age: 86400\nmode: strict\n", enforce(day, "mail.example.com")},
+		{"later mode enforced ignored", "version: STSv1\nmode: testing\nmx: a.example\nmax_age: 86400\nmode: enforced\n",
+			&Policy{Mode: ModeTesting, MaxAge: day, MX: []string{"a.example"}}},
+		{"later mode with inner space and UTF-8 ignored", policyHead + "max_age: 86400\nmode: é force\r\n", enforce(day, "mail.example.com")},
+		{"later max_age garbage ignored", policyHead + "max_age: 86400\nmax_age: garbage\n", enforce(day, "mail.example.com")},
+		{"later max_age negative ignored", policyHead + "max_age: 86400\nmax_age: -1\n", enforce(day, "mail.example.com")},
+		{"later max_age of 11 digits ignored", policyHead + "max_age: 86400\nmax_age: 31557600000\n", enforce(day, "mail.example.com")},
+		{"later duplicates between mx lines", "version: STSv1\nmode: enforce\nmx: a.example\nmode: none ; really\nmx: b.example\nmax_age: 86400\nversion: 2\nmx: *.c.example\nmax_age: 1 week\n",
+			enforce(day, "a.example", "b.example", "*.c.example")},
+		{"later extension with different value ignored", policyHead + "max_age: 86400\nnote: a\nnote: b c\n",
+			&Policy{Mode: ModeEnforce, MaxAge: day, MX: []string{"mail.example.com"},
+				Extensions: []Extension{{"note", "a"}}}},
 	}
 	for _, tc := range valid {
 		t.Run(tc.name, func(t *testing.T) {
@@ -260,7 +293,6 @@ func TestParsePolicy(t *testing.T) {
 		{"mode ENFORCE", "version: STSv1\nmode: ENFORCE\nmx: mail.example.com\nmax_age: 86400\n", 2},
 		{"mode unknown", "version: STSv1\nmode: report\nmx: mail.example.com\nmax_age: 86400\n", 2},
 		{"empty mode", "version: STSv1\nmode:\nmx: mail.example.com\nmax_age: 86400\n", 2},
-		{"later invalid mode", policyHead + "max_age: 86400\nmode: strict\n", 5},
 		{"no version", "mode: enforce\nmx: mail.example.com\nmax_age: 86400\n", 0},
 		{"no mode", "version: STSv1\nmx: mail.example.com\nmax_age: 86400\n", 0},
 		{"no max_age", policyHead, 0},
@@ -318,6 +350,19 @@ func TestParsePolicy(t *testing.T) {
 		{"extension value DEL", policyHead + "x: a\x7f\nmax_age: 86400\n", 4},
 		{"extension value invalid UTF-8", policyHead + "x: a\xffb\nmax_age: 86400\n", 4},
 		{"extension value inner CR", policyHead + "x: a\rb\nmax_age: 86400\n", 4},
+		// Only the first entry of a field counts, and a later one must still
+		// be a syntactically valid field; every mx is checked.
+		{"first version invalid, later one valid", "version: STSv2\nversion: STSv1\nmode: enforce\nmx: a.example\nmax_age: 86400\n", 1},
+		{"first mode invalid, later one valid", "version: STSv1\nmode: enforced\nmode: enforce\nmx: a.example\nmax_age: 86400\n", 2},
+		{"first max_age invalid, later one valid", policyHead + "max_age: garbage\nmax_age: 86400\n", 4},
+		{"later mode empty", policyHead + "max_age: 86400\nmode:\n", 5},
+		{"later mode white space only", policyHead + "max_age: 86400\nmode: \t\r\n", 5},
+		{"later mode inner tab", policyHead + "max_age: 86400\nmode: en\tforce\n", 5},
+		{"later max_age with NUL", policyHead + "max_age: 86400\nmax_age: 1\x00\n", 5},
+		{"later version invalid UTF-8", policyHead + "max_age: 86400\nversion: \xff\n", 5},
+		{"later version with space before the colon", policyHead + "max_age: 86400\nversion : STSv2\n", 5},
+		{"later extension empty", policyHead + "max_age: 86400\nnote: a\nnote:\n", 6},
+		{"invalid mx after valid ones", policyHead + "mx: b.example\nmax_age: 86400\nmx: c_d.example\n", 6},
 	}
 	for _, tc := range invalid {
 		t.Run(tc.name, func(t *testing.T) {
@@ -441,4 +486,67 @@ func testGoldenFiles(t *testing.T, dir string, parse func([]byte) (string, error
 			assert.Equal(t, string(want), got, "%s: output differs from %s", file, golden)
 		})
 	}
+}
+
+// TestMXChecker checks that mxChecker, which ParsePolicy uses in place of
+// validPattern, gives the same answer after any earlier pattern, since it
+// checks only the first label of a pattern in the domain of the one before.
+func TestMXChecker(t *testing.T) {
+	t.Parallel()
+	label63 := strings.Repeat("a", 63)
+	long := strings.Repeat(label63+".", 4) + "example.com"
+	require.Len(t, long, 267)
+	// A domain of 250 characters, under which a label of 2 fits and one of 3
+	// does not.
+	d250 := strings.Repeat(label63+".", 3) + strings.Repeat("b", 58)
+	require.Len(t, d250, 250)
+	patterns := []string{
+		"mx1.example.com", "mx2.example.com", "*.example.com", "example.com", "com",
+		"a.b.example.com", "a..example.com", ".example.com", "..example.com",
+		"-a.example.com", "a-.example.com", "a-b.example.com", "a_b.example.com",
+		"é.example.com", "*.*.example.com", "*a.example.com", "a*.example.com",
+		"a.example.com.", "A.EXAMPLE.COM", "Mx3.Example.Com", "a.example.co", "aexample.com",
+		label63 + ".example.com", label63 + "a.example.com", long, long[13:], long[14:],
+		"a." + d250, "ab." + d250, "abc." + d250, "*.ab." + d250,
+		"mx1.mail.example-corp.com", "mx2.mail.example-corp.com", "mx-.mail.example-corp.com",
+		"", "*.", "*", ".", "a b.example.com", "a\r.example.com",
+	}
+	for _, first := range patterns {
+		for _, pat := range patterns {
+			var c mxChecker
+			c.valid(first)
+			got, want := c.valid(pat), validPattern(pat)
+			assert.Equal(t, want, got, "valid(%q) after valid(%q) = %v, want %v", pat, first, got, want)
+		}
+	}
+}
+
+// TestManyExtensions checks that the first of each extension key is kept, in
+// order, past the number of keys up to which extensionSet searches its list.
+func TestManyExtensions(t *testing.T) {
+	t.Parallel()
+	const n = 3 * maxExtensionSearch
+	var policy, record strings.Builder
+	policy.WriteString(policyHead + "max_age: 86400\n")
+	record.WriteString("v=STSv1; id=1")
+	var want []Extension
+	// Each key once, then each again with another value, in reverse order.
+	for i := range n {
+		key := fmt.Sprintf("k%d", i)
+		want = append(want, Extension{key, "first"})
+		fmt.Fprintf(&policy, "%s: first\n", key)
+		fmt.Fprintf(&record, "; %s=first", key)
+	}
+	for i := n - 1; i >= 0; i-- {
+		fmt.Fprintf(&policy, "k%d: second\n", i)
+		fmt.Fprintf(&record, "; k%d=second", i)
+	}
+
+	p, err := ParsePolicy([]byte(policy.String()))
+	require.NoError(t, err, "ParsePolicy(%q)", policy.String())
+	assert.Equal(t, want, p.Extensions, "ParsePolicy(%q).Extensions = %v, want %v", policy.String(), p.Extensions, want)
+
+	r, err := ParseRecord(record.String())
+	require.NoError(t, err, "ParseRecord(%q)", record.String())
+	assert.Equal(t, want, r.Extensions, "ParseRecord(%q).Extensions = %v, want %v", record.String(), r.Extensions, want)
 }
