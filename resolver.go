@@ -228,12 +228,21 @@ func (f *failure) holds(id string, now time.Time) bool {
 // (DNSTimeout, FetchTimeout) and its outcome is always recorded, so that a
 // policy host made slow cannot keep a domain without its policy.
 func (r *Resolver) Lookup(ctx context.Context, domain string) (*Policy, error) {
+	// The hot path: a fresh answer in memory. No lock, no allocation, no I/O.
+	// Memory holds normalized domains only, so a domain found as given is
+	// one, and needs no normalizing.
+	m := r.mem.Load()
+	if m != nil {
+		if e := m.get(domain); e != nil && e.isFresh(r.clock()) {
+			r.stats.fromMemory.add()
+			return e.result()
+		}
+	}
 	d, err := normalizeDomain(domain)
 	if err != nil {
 		return nil, err
 	}
-	// The hot path: a fresh answer in memory. No lock, no allocation, no I/O.
-	if m := r.mem.Load(); m != nil {
+	if m != nil && d != domain {
 		if e := m.get(d); e != nil && e.isFresh(r.clock()) {
 			r.stats.fromMemory.add()
 			return e.result()
