@@ -246,8 +246,10 @@ func BenchmarkConcurrentColdLookups(b *testing.B) {
 			if most := <-sampled; most > base {
 				peak = max(peak, most-base)
 			}
-			if q, f := int(ns.queries.Load()), s.PolicyFetches(); q != domains || f != domains {
-				b.Fatalf("%d DNS queries and %d fetches, want %d and %d", q, f, domains, domains)
+			// One query a domain, and a resend for any that 10,000 Lookups
+			// on two cores kept unanswered for a second: a few at most.
+			if q, f := int(ns.queries.Load()), s.PolicyFetches(); q < domains || q > domains+domains/100 || f != domains {
+				b.Fatalf("%d DNS queries and %d fetches, want %d (and at most 1%% resent) and %d", q, f, domains, domains)
 			}
 		}
 		b.ReportMetric(float64(peak), "peak-heap-B")
