@@ -9,7 +9,7 @@ import (
 // refreshes it started: tests on a settable clock call it after moving the
 // clock, instead of waiting for Run's next turn.
 func RefreshOnce(ctx context.Context, r *Resolver) {
-	rf := &refresher{r: r, sem: make(chan struct{}, r.refreshConcurrency()), pending: map[string]bool{}}
+	rf := newRefresher(r)
 	rf.scanMemory(ctx)
 	if lister, ok := r.Cache.(CacheLister); ok {
 		rf.scanCache(ctx, lister)

@@ -29,7 +29,7 @@ import (
 // DNSTimeout and FetchTimeout, and are recorded as any lookup is. Run one Run
 // per Resolver.
 func (r *Resolver) Run(ctx context.Context) error {
-	rf := &refresher{r: r, sem: make(chan struct{}, r.refreshConcurrency()), pending: map[string]bool{}}
+	rf := newRefresher(r)
 	defer rf.wg.Wait()
 	lister, _ := r.Cache.(CacheLister)
 	var nextList time.Time
@@ -66,6 +66,10 @@ type refresher struct {
 
 	mu      sync.Mutex
 	pending map[string]bool // domains being refreshed
+}
+
+func newRefresher(r *Resolver) *refresher {
+	return &refresher{r: r, sem: make(chan struct{}, r.refreshConcurrency()), pending: map[string]bool{}}
 }
 
 // refreshAt is when p is due to be fetched again: RefreshInterval after it
