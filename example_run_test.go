@@ -71,3 +71,34 @@ func ExampleResolver_Purge() {
 	// fabrikam.com: id 1, mode enforce, expires in 24h0m0s
 	// contoso.com after purge: enforce <nil>
 }
+
+// The Logger gets a record per policy fetched, changed or refreshed and per
+// failure; Stats counts what the Resolver did, for a program to export.
+func ExampleResolver_Stats() {
+	world := mtaststest.NewServer()
+	defer world.Close()
+	world.Publish("fabrikam.com", "1", "version: STSv1\nmode: enforce\nmx: mx.fabrikam.com\nmax_age: 86400\n")
+	world.Publish("contoso.com", "1", "version: STSv1\nmode: enforce\nmx: mx.contoso.com\nmax_age: 86400\n")
+	world.SetPolicyFault("contoso.com", mtaststest.PolicyNotFound)
+
+	r := world.Resolver()
+	r.Logger = slog.New(slog.NewTextHandler(os.Stdout, &slog.HandlerOptions{
+		ReplaceAttr: func(_ []string, a slog.Attr) slog.Attr {
+			if a.Key == slog.TimeKey || a.Key == "took" {
+				return slog.Attr{} // vary from run to run
+			}
+			return a
+		},
+	}))
+	ctx := context.Background()
+	for _, d := range []string{"fabrikam.com", "fabrikam.com", "contoso.com", "example.net"} {
+		r.Lookup(ctx, d)
+	}
+	s := r.Stats()
+	fmt.Printf("lookups %d, from memory %d, fetches %d, fetch failures %d, domains %d, policies %d\n",
+		s.Lookups, s.FromMemory, s.Fetches, s.FetchFailures, s.Entries, s.Policies)
+	// Output:
+	// level=INFO msg="mtasts: policy fetched" domain=fabrikam.com id=1 mode=enforce max_age=24h0m0s
+	// level=WARN msg="mtasts: failure" domain=contoso.com error="mtasts: policy fetch failed: mtasts: policy host status not 200: https://mta-sts.contoso.com/.well-known/mta-sts.txt: 404 Not Found"
+	// lookups 4, from memory 1, fetches 2, fetch failures 1, domains 3, policies 1
+}

@@ -381,3 +381,26 @@ func (l *lockedWriter) Write(p []byte) (int, error) {
 	defer l.mu.Unlock()
 	return l.w.Write(p)
 }
+
+// A policy that expired in Cache is deleted from it when a Lookup finds it:
+// nothing else would ever remove it.
+func TestLookupDeletesExpiredFromCache(t *testing.T) {
+	t.Parallel()
+	w := newWorld(t)
+	dir := t.TempDir()
+	w.r.Cache = mtasts.DirCache(dir)
+	w.Publish("d.example", "1", fabrikamEnforce)
+	mustPolicy(t, w.r, "d.example")
+	require.FileExists(t, filepath.Join(dir, "d.example"))
+
+	// A day and more later, the domain has dropped MTA-STS; a restarted
+	// process finds the expired policy in Cache.
+	w.clock.Advance(25 * time.Hour)
+	w.Remove("_mta-sts.d.example")
+	r2 := w.resolver()
+	r2.Cache = mtasts.DirCache(dir)
+	p, err := lookup(t, r2, "d.example")
+	require.NoError(t, err)
+	assert.Nil(t, p, "an expired policy applied")
+	assert.NoFileExists(t, filepath.Join(dir, "d.example"))
+}
