@@ -133,8 +133,8 @@ func (r *Resolver) Inspect(ctx context.Context, domain string) (ce CacheEntry, o
 // with any fetch failure it remembers: the next Lookup asks DNS and fetches
 // the policy afresh. An operator purges a domain that fixed a broken policy
 // and should not wait for its five-minute retry delay or its cached answer
-// to lapse. A lookup of the domain already under way still records what it
-// finds.
+// to lapse. A lookup of the domain already under way then records only a
+// policy that it fetched itself, not the one it started from.
 func (r *Resolver) Purge(ctx context.Context, domain string) error {
 	d, err := normalizeDomain(domain)
 	if err != nil {
@@ -146,6 +146,9 @@ func (r *Resolver) Purge(ctx context.Context, domain string) error {
 	sh.mu.Lock()
 	sh.remove(h, d)
 	delete(sh.fails, d)
+	if c := sh.calls[d]; c != nil {
+		c.purged = true
+	}
 	sh.mu.Unlock()
 	if r.Cache != nil {
 		if err := r.Cache.Delete(ctx, d); err != nil {

@@ -181,6 +181,7 @@ type call struct {
 	err    error
 
 	fetching atomic.Bool // the DNS answer is in and the policy is being fetched
+	purged   bool        // Purge forgot the domain meanwhile; guarded by the shard's mu
 }
 
 // lookupKind says how much a lookup asks of the network.
@@ -362,7 +363,7 @@ func (r *Resolver) update(ctx context.Context, m *memCache, sh *shard, h uint64,
 	} else if live = r.loadCache(ctx, d); live != nil {
 		// Known at once to callers that give up before the network answers.
 		now := r.clock()
-		r.publish(m, sh, h, d, c, &newPolicyEntry(live, now, now).entry, nil, false)
+		r.publish(m, sh, h, d, c, &newPolicyEntry(live, now, now).entry, nil, false, false)
 		prev = m.get(d)
 	}
 	if live != nil && !r.wall().Before(live.Expires()) {
@@ -395,7 +396,7 @@ func (r *Resolver) update(ctx context.Context, m *memCache, sh *shard, h uint64,
 	default:
 		e = &newPolicyEntry(o.policy, now, fresh).entry
 	}
-	r.publish(m, sh, h, d, c, e, o.fail, true)
+	r.publish(m, sh, h, d, c, e, o.fail, true, o.fetched)
 	c.policy, c.err = e.result()
 	if o.report != nil {
 		r.report(d, o.report)
@@ -403,11 +404,19 @@ func (r *Resolver) update(ctx context.Context, m *memCache, sh *shard, h uint64,
 }
 
 // publish stores e as d's answer and fail as its failure, and, if last, ends
-// c's hold on the domain.
-func (r *Resolver) publish(m *memCache, sh *shard, h uint64, d string, c *call, e *entry, fail *failure, last bool) {
+// c's hold on the domain. If the domain was purged while c was under way,
+// only a policy that c fetched afterwards is stored: what c knew before is
+// what the operator asked to forget.
+func (r *Resolver) publish(m *memCache, sh *shard, h uint64, d string, c *call, e *entry, fail *failure, last, fetched bool) {
 	wall := r.wall()
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
+	if c.purged && !fetched {
+		if last && sh.calls[d] == c {
+			delete(sh.calls, d)
+		}
+		return
+	}
 	if last {
 		if sh.calls[d] == c {
 			delete(sh.calls, d)
