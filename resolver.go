@@ -111,8 +111,11 @@ type Resolver struct {
 	// lets Run refresh, and Entries list, the policies only it holds.
 	Cache Cache
 
-	// Now returns the current time. If nil, time.Now is used. Every time
-	// decision (TTLs, max_age, retry delays) uses it.
+	// Now returns the current time. If nil, time.Now is used, and the
+	// cached path of Lookup reads a coarse monotonic clock instead, at most
+	// about a tenth of a second behind. Every time decision (TTLs, max_age,
+	// retry delays) uses it. An answer stored at a time later than Now then
+	// reads (a clock set back) is stale, and asked again.
 	Now func() time.Time
 
 	// OnError, if not nil, is called with each failure met while discovering
