@@ -368,8 +368,9 @@ func (s *shard) put(h uint64, e *entry, limit int, now time.Time) (evicted int) 
 		}
 		i = t.next(i)
 	}
+	// A new entry is not marked as read: one that is never read again (a
+	// domain written to once) leaves before one that is.
 	t.slots[i].Store(e)
-	t.touch(i)
 	s.count++
 	s.policies += b2i(e.hasPolicy())
 	return evicted
