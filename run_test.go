@@ -406,3 +406,29 @@ func TestLookupDeletesExpiredFromCache(t *testing.T) {
 	assert.Nil(t, p, "an expired policy applied")
 	assert.NoFileExists(t, filepath.Join(dir, "d.example"))
 }
+
+// First lookups abandoned by their callers leave nothing behind for good:
+// their work records its answers, and the sweep forgets them once stale.
+func TestAbandonedFirstLookupsSwept(t *testing.T) {
+	t.Parallel()
+	w := newWorld(t)
+	gone, cancel := context.WithCancel(context.Background())
+	cancel()
+	for i := range 50 {
+		w.r.Lookup(gone, fmt.Sprintf("d%d.example", i)) // given up before it started
+	}
+	require.Eventually(t, func() bool { return w.r.Stats().LookupsUnderWay == 0 }, 10*time.Second, 10*time.Millisecond)
+	assert.Equal(t, 50, w.r.Stats().Entries, "the abandoned work recorded its answers")
+	w.clock.Advance(time.Hour)
+	// A slow Lookup sweeps its part of memory: a thousand reach every part.
+	for i := range 1000 {
+		_, err := lookup(t, w.r, fmt.Sprintf("sweep%d.example", i))
+		require.NoError(t, err)
+	}
+	for i := range 50 {
+		_, held, err := w.r.Inspect(context.Background(), fmt.Sprintf("d%d.example", i))
+		require.NoError(t, err)
+		assert.False(t, held, "d%d.example: the stale answer of an abandoned lookup was kept", i)
+	}
+	assert.Equal(t, 1000, w.r.Stats().Entries)
+}
