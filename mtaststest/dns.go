@@ -27,7 +27,7 @@ const maxCNAMEHops = 8
 const ednsSize = 4096
 
 // fqdn returns name lower case and fully qualified, the form of owner names.
-func fqdn(name string) string { return dns.Fqdn(strings.ToLower(name)) }
+func fqdn(name string) string { return dns.Fqdn(aLabels(name)) }
 
 // SetTTL sets the TTL, in seconds, of every record and of the SOA sent with
 // negative answers (whose minimum field is the same value). It applies to

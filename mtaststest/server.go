@@ -15,7 +15,11 @@
 // A CA, made with NewCA or taken from a Server with Server.CA, issues the
 // STARTTLS certificates of the MX hosts a sender's test runs itself: good, or
 // broken in one way each (expired, for the wrong name, untrusted, ...), as
-// the CertKind constants list.
+// the CertKind constants list. Server.StartMX runs such an MX host: an SMTP
+// server on loopback with STARTTLS (or without it, or refusing it), that
+// keeps the messages it accepts; Server.DialMX is the dialer that takes a
+// sender to it by MX name. A Clock is a settable time source for the Now
+// fields of the package's types. Domains may be given in U-labels.
 //
 // A typical test:
 //
@@ -48,11 +52,13 @@ import (
 	"log"
 	"net"
 	"net/http"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
 
 	"github.com/miekg/dns"
+	"golang.org/x/net/idna"
 
 	"github.com/seedc2a895ea/mtasts"
 )
@@ -90,6 +96,7 @@ type Server struct {
 	handlers     map[string]http.Handler // host (lower case, no final dot) -> handler
 	policyFaults map[string]PolicyFault  // policy domain -> fault
 	transports   []*http.Transport       // of the clients handed out, to close idle connections
+	mxs          map[string]*MX          // MX host -> the MX started for it
 
 	dnsQueries       int
 	dnsQueriesByName map[string]int // name (lower case, no final dot) -> queries
@@ -152,7 +159,12 @@ func (s *Server) Close() {
 		}
 		transports := append([]*http.Transport(nil), s.transports...)
 		s.transports = nil
+		mxs := s.mxs
+		s.mxs = nil
 		s.mu.Unlock()
+		for _, m := range mxs {
+			m.Close()
+		}
 		// Shutdown waits for the DNS handlers, which never block.
 		s.udp.Shutdown()
 		s.tcp.Shutdown()
@@ -284,5 +296,23 @@ func hostName(host string) string {
 	if h, _, err := net.SplitHostPort(host); err == nil {
 		host = h
 	}
-	return strings.TrimSuffix(strings.ToLower(host), ".")
+	return strings.TrimSuffix(aLabels(host), ".")
+}
+
+// aLabels returns name in lower case, its U-labels (an internationalized
+// domain name, "bücher.example") converted to A-labels ("xn--bcher-kva.example"),
+// the form in which DNS and TLS carry it. It panics on a name that cannot be
+// converted: a test that publishes something no client could ask for should
+// fail loudly, not publish nothing.
+func aLabels(name string) string {
+	for i := 0; i < len(name); i++ {
+		if name[i] >= 0x80 {
+			a, err := idna.Lookup.ToASCII(name)
+			if err != nil {
+				panic("mtaststest: " + strconv.Quote(name) + " is not a valid domain name: " + err.Error())
+			}
+			return strings.ToLower(a)
+		}
+	}
+	return strings.ToLower(name)
 }
