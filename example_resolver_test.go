@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log"
+	"os"
 	"time"
 
 	"github.com/seedc2a895ea/mtasts"
@@ -34,15 +35,37 @@ func ExampleResolver_Lookup() {
 }
 
 // A Resolver with a durable cache keeps enforcing what it learned across
-// restarts, and reports the failures that a cached policy hides.
+// restarts, even while DNS and the policy host are down, and reports the
+// failures that a cached policy hides.
 func ExampleDirCache() {
-	r := &mtasts.Resolver{
-		Cache: mtasts.DirCache("/var/lib/mta-sts"),
-		OnError: func(domain string, err error) {
-			log.Printf("MTA-STS %s: %v", domain, err)
-		},
+	world := mtaststest.NewServer()
+	defer world.Close()
+	world.Publish("fabrikam.com", "1", "version: STSv1\nmode: enforce\nmx: mx.fabrikam.com\nmax_age: 604800\n")
+	dir, err := os.MkdirTemp("", "mta-sts")
+	if err != nil {
+		log.Fatal(err)
 	}
-	_, _ = r.Lookup(context.Background(), "fabrikam.com")
+	defer os.RemoveAll(dir)
+
+	r := world.Resolver()
+	r.Cache = mtasts.DirCache(dir) // in production: "/var/lib/mta-sts"
+	r.Lookup(context.Background(), "fabrikam.com")
+
+	// The process restarts while an attacker blocks DNS and the policy host.
+	world.SetDNSFault("_mta-sts.fabrikam.com", mtaststest.DNSServFail)
+	world.SetPolicyFault("fabrikam.com", mtaststest.PolicyServerError)
+	restarted := world.Resolver()
+	restarted.Cache = mtasts.DirCache(dir)
+	restarted.OnError = func(domain string, err error) {
+		fmt.Println("reported:", errors.Is(err, mtasts.ErrDNSTemporary))
+	}
+	p, err := restarted.Lookup(context.Background(), "fabrikam.com")
+	fmt.Println(p.Mode, err)
+	fmt.Println("mx.attacker.com refused:", p.Validate("mx.attacker.com") != nil)
+	// Output:
+	// reported: true
+	// enforce <nil>
+	// mx.attacker.com refused: true
 }
 
 // The MX rewrite attack against a fake world on loopback: the enforced policy
