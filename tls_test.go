@@ -536,3 +536,52 @@ func TestTLSConfigNetSMTP(t *testing.T) {
 		})
 	}
 }
+
+// RFC 8461 §5: without a policy, or under none, a sender encrypts when it can
+// and refuses no MX host for its certificate, even when the caller gives no
+// configuration of its own; under testing the handshake goes on too, and only
+// enforce refuses.
+func TestTLSConfigOpportunisticWithoutPolicy(t *testing.T) {
+	t.Parallel()
+	const host = "mx1.fabrikam.com"
+	ca := mtaststest.NewCA()
+	for _, kind := range []mtaststest.CertKind{mtaststest.CertUntrusted, mtaststest.CertExpired, mtaststest.CertWrongName} {
+		for _, tc := range []struct {
+			name    string
+			p       *mtasts.Policy
+			refused bool
+		}{
+			{"nil", nil, false},
+			{"none", mxPolicy(mtasts.ModeNone), false},
+			{"testing", mxPolicy(mtasts.ModeTesting), false},
+			{"enforce", mxPolicy(mtasts.ModeEnforce), true},
+		} {
+			for _, base := range []*tls.Config{nil, {RootCAs: ca.Pool()}} {
+				name := tc.name + "/" + kind.String() + "/nil base"
+				if base != nil {
+					name = tc.name + "/" + kind.String() + "/RootCAs only"
+				}
+				t.Run(name, func(t *testing.T) {
+					t.Parallel()
+					cert := ca.Issue(host, kind)
+					s := startMXSMTP(t, &mxSMTP{name: host, cert: &cert})
+					check, err := startTLSWithPolicy(t, s.addr, host, tc.p, base)
+					assert.Equal(t, []string{host}, s.snis(), "SNI")
+					if tc.refused {
+						require.Error(t, err, "STARTTLS under enforce with a %s certificate", kind)
+						typ, _ := mtasts.Classify(err)
+						assert.NotEmpty(t, typ, "Classify(%v)", err)
+						return
+					}
+					require.NoError(t, err, "the session goes on over TLS")
+					assert.False(t, check.Verified())
+					if tc.p != nil && tc.p.Mode == mtasts.ModeTesting {
+						assert.Error(t, check.Err(), "what testing reports")
+					} else {
+						assert.NoError(t, check.Err(), "nothing to report without a policy")
+					}
+				})
+			}
+		}
+	}
+}
