@@ -1,12 +1,14 @@
 package mtasts_test
 
 import (
+	"cmp"
 	"context"
 	"crypto/tls"
 	"errors"
 	"fmt"
 	"log"
 	"net"
+	"net/netip"
 	"net/smtp"
 	"net/textproto"
 	"strings"
@@ -17,58 +19,63 @@ import (
 
 // The whole sending flow of RFC 8461 §5.1 for one message: look up the
 // policy, try the MX hosts in order of preference, check each against the
-// policy, STARTTLS with the configuration TLSConfig gives, and report each
-// failure; Classify gives its RFC 8460 result type. Under enforce a failing
-// MX is skipped; under testing the message goes on and the failure is only
-// reported. If no MX takes the message, defer it: never bounce it because of
-// MTA-STS.
+// policy, STARTTLS with the configuration TLSConfig gives, and count each
+// session once in a TLSRPT collector, with the first failure it met (RFC
+// 8461 §4.1 before §4.2: an MX host the policy does not list before its
+// certificate). Under enforce a failing MX is skipped; under testing the
+// message goes on and the failure is only reported; without a policy TLS is
+// opportunistic. If no MX takes the message, defer it: never bounce it
+// because of MTA-STS.
 func Example_sender() {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 	const domain = "fabrikam.com"
-	// report would feed a TLSRPT collector; with no policy, RFC 8460
-	// reports failures under the policy type no-policy-found.
-	report := func(mx string, err error) {
-		typ, reason := mtasts.Classify(err)
-		log.Printf("TLSRPT %s MX %q: %s (%s): %v", domain, mx, typ, reason, err)
+	sendingIP := netip.MustParseAddr("192.0.2.25") // the address this MTA sends from
+	collector := &mtasts.ReportCollector{OrganizationName: "Contoso", ContactInfo: "tlsrpt@contoso.com"}
+	// report counts one session. A nil policy is reported as
+	// no-policy-found, with the lookup's failure if there was one.
+	report := func(p *mtasts.Policy, mx string, err error) {
+		if err := collector.Add(mtasts.SessionResult{Domain: domain, Policy: p, Err: err,
+			MXHost: mx, SendingIP: sendingIP}); err != nil {
+			log.Print(err) // not a failure of the domain's: not reported
+		}
 	}
 
 	var r mtasts.Resolver // keep one per process: it is the policy cache
-	p, err := r.Lookup(ctx, domain)
-	if err != nil {
-		report("", err) // no policy to be had: deliver as without one
-	}
+	// On failure, deliver as without a policy, and report the failure.
+	p, lookupErr := r.Lookup(ctx, domain)
 	mxs, err := net.DefaultResolver.LookupMX(ctx, domain+".")
 	if err != nil {
 		log.Fatalf("451 4.4.3 MX lookup: %v", err) // try again later
 	}
 	for _, rec := range mxs {
 		mx := strings.TrimSuffix(rec.Host, ".")
-		if err := p.CheckMX(mx); err != nil {
-			report(mx, err) // this MX is not in the policy
-			if p.Validate(mx) != nil {
-				continue // enforce: skip it; testing: use it anyway
-			}
+		// One session, one report: the first failure met wins.
+		failure := cmp.Or(lookupErr, p.CheckMX(mx))
+		if p.Validate(mx) != nil {
+			report(p, mx, failure)
+			continue // enforce: skip an MX the policy does not list
 		}
 		c, err := smtp.Dial(net.JoinHostPort(mx, "25"))
 		if err != nil {
-			continue
+			continue // no session: nothing to report
 		}
+		// Under no policy or none, opportunistic TLS: any certificate.
 		cfg, check := p.TLSConfig(mx, nil)
 		if ok, _ := c.Extension("STARTTLS"); !ok {
-			report(mx, fmt.Errorf("%w: %s", mtasts.ErrNoSTARTTLS, mx))
-			if check.Mode() == mtasts.ModeEnforce {
-				c.Close()
-				continue // RFC 8461 §5.1: try the next MX
-			}
-		} else if err := c.StartTLS(cfg); err != nil {
-			report(mx, err) // under enforce, a certificate not valid for mx
-			c.Close()
-			continue
-		} else if err := check.Err(); err != nil {
-			report(mx, err) // testing: deliver, but report the certificate
+			err = fmt.Errorf("%w: %s", mtasts.ErrNoSTARTTLS, mx)
+		} else if err = c.StartTLS(cfg); errors.As(err, new(*textproto.Error)) {
+			err = mtasts.STARTTLSRefused(err) // 454: still usable in plain text
+		} else if err == nil {
+			err = check.Err() // testing: deliver, but report the certificate
 		}
-		// c.Mail, c.Rcpt, c.Data and c.Quit as usual.
+		report(p, mx, cmp.Or(failure, err))
+		if err != nil && check.Mode() == mtasts.ModeEnforce {
+			c.Close()
+			continue // RFC 8461 §5.1: try the next MX
+		}
+		// c.Mail, c.Rcpt, c.Data and c.Quit as usual; a failure there
+		// (the handshake's too) means trying the next MX.
 		c.Quit()
 		return
 	}
@@ -90,7 +97,7 @@ func ExamplePolicy_TLSConfig() {
 	if err := c.StartTLS(cfg); err != nil {
 		var reply *textproto.Error
 		if errors.As(err, &reply) {
-			err = fmt.Errorf("%w: %w", mtasts.ErrNoSTARTTLS, err)
+			err = mtasts.STARTTLSRefused(err) // such as 454: TLS not available
 		}
 		log.Fatal(err) // under enforce, a bad certificate ends here
 	}

@@ -90,6 +90,12 @@ func (p *Policy) Validate(mxHost string) error {
 // *MXError (wrapping ErrMXNotAllowed) when p is a testing or enforce policy
 // that mxHost does not match, and nil otherwise. Under testing, deliver anyway
 // and report the error (Classify gives validation-failure).
+//
+// A session is reported once (RFC 8460 §4.2 counts sessions), with its first
+// failure in the order of validation: the MX host's name (RFC 8461 §4.1)
+// before STARTTLS and its certificate (§4.2). Under testing, an MX host that
+// the policy does not list and whose certificate does not verify is reported
+// with this error, not the certificate's.
 func (p *Policy) CheckMX(mxHost string) error {
 	if p == nil || p.Mode == ModeNone || p.Match(mxHost) {
 		return nil

@@ -462,7 +462,7 @@ func TestReportCollectorAddRefusesIncompleteResults(t *testing.T) {
 	fetched := *p
 	fetched.Domain = "example.com"
 	sender := netip.MustParseAddr("127.0.0.10")
-	failure := errors.New("handshake failed")
+	failure := errors.Join(mtasts.ErrNoSTARTTLS, errors.New("mx1.example.com offers no STARTTLS"))
 	tests := []struct {
 		name string
 		res  mtasts.SessionResult

@@ -5,6 +5,9 @@ import (
 	"crypto/tls"
 	"net"
 	"net/http"
+	"net/netip"
+	"net/smtp"
+	"net/textproto"
 	"strings"
 	"sync"
 	"testing"
@@ -176,7 +179,7 @@ func TestClassifyRealFailures(t *testing.T) {
 			return p.Validate("mx.attacker.example")
 		}, mtasts.ResultValidationFailure, "mx-not-allowed", mtasts.ErrMXNotAllowed},
 		{"no STARTTLS", mxSession(mtasts.ModeEnforce, noSTARTTLS, false), mtasts.ResultSTARTTLSNotSupported, "starttls-not-offered", mtasts.ErrNoSTARTTLS},
-		{"STARTTLS answered 454", mxSession(mtasts.ModeEnforce, mtaststest.CertGood, true), mtasts.ResultSTARTTLSNotSupported, "starttls-not-offered", mtasts.ErrNoSTARTTLS},
+		{"STARTTLS answered 454", mxSession(mtasts.ModeEnforce, mtaststest.CertGood, true), mtasts.ResultSTARTTLSNotSupported, "starttls-refused", mtasts.ErrNoSTARTTLS},
 		{"MX certificate expired (enforce)", mxSession(mtasts.ModeEnforce, mtaststest.CertExpired, false), mtasts.ResultCertificateExpired, "certificate-expired", nil},
 		{"MX certificate untrusted (enforce)", mxSession(mtasts.ModeEnforce, mtaststest.CertUntrusted, false), mtasts.ResultCertificateNotTrusted, "certificate-not-trusted", nil},
 		{"MX certificate wrong host (enforce)", mxSession(mtasts.ModeEnforce, mtaststest.CertWrongName, false), mtasts.ResultCertificateHostMismatch, "certificate-host-mismatch", nil},
@@ -221,4 +224,131 @@ func TestClassifySuccess(t *testing.T) {
 	typ, reason := mtasts.Classify(check.Err())
 	assert.Empty(t, typ)
 	assert.Empty(t, reason)
+}
+
+// A 454 reply to STARTTLS (RFC 3207 §4) is starttls-not-supported once the
+// sender says so with STARTTLSRefused, which keeps the reply for errors.As.
+func TestSTARTTLSRefused(t *testing.T) {
+	t.Parallel()
+	const host = "mx1.fabrikam.com"
+	cert := mtaststest.NewCA().Issue(host, mtaststest.CertGood)
+	s := startMXSMTP(t, &mxSMTP{name: host, cert: &cert, refuse: true})
+	conn, err := net.DialTimeout("tcp", s.addr, 10*time.Second)
+	require.NoError(t, err)
+	conn.SetDeadline(time.Now().Add(10 * time.Second))
+	c, err := smtp.NewClient(conn, host)
+	require.NoError(t, err)
+	defer c.Close()
+	cfg, _ := mxPolicy(mtasts.ModeEnforce).TLSConfig(host, nil)
+	reply := c.StartTLS(cfg)
+	require.Error(t, reply)
+
+	// The reply alone is no failure of the domain's: only the sender knows
+	// which command it answered.
+	typ, reason := mtasts.Classify(reply)
+	assert.Empty(t, typ, "Classify(%v)", reply)
+	assert.Empty(t, reason)
+
+	err = mtasts.STARTTLSRefused(reply)
+	typ, reason = mtasts.Classify(err)
+	assert.Equal(t, mtasts.ResultSTARTTLSNotSupported, typ)
+	assert.Equal(t, "starttls-refused", reason)
+	assert.ErrorIs(t, err, mtasts.ErrNoSTARTTLS)
+	var perr *textproto.Error
+	require.ErrorAs(t, err, &perr)
+	assert.Equal(t, 454, perr.Code)
+	assert.Contains(t, err.Error(), "454")
+	assert.NoError(t, mtasts.STARTTLSRefused(nil))
+
+	// The session goes on in plain text after the refusal.
+	require.NoError(t, c.Noop())
+}
+
+// Errors that are not TLS failures of the receiving domain's get no result
+// type, and ReportCollector.Add refuses them: a connection refused, an SMTP
+// 4xx reply, and the sender's own context ending, produced for real on
+// loopback.
+func TestClassifyUnknownErrors(t *testing.T) {
+	t.Parallel()
+	const host = "mx1.fabrikam.com"
+	ca := mtaststest.NewCA()
+	cases := []struct {
+		name    string
+		produce func(t *testing.T) error
+	}{
+		{"connection refused", func(t *testing.T) error {
+			ln, err := net.Listen("tcp", "127.0.0.1:0")
+			require.NoError(t, err)
+			addr := ln.Addr().String()
+			ln.Close()
+			_, err = net.DialTimeout("tcp", addr, 10*time.Second)
+			return err
+		}},
+		{"SMTP 451 to MAIL", func(t *testing.T) error {
+			cert := ca.Issue(host, mtaststest.CertGood)
+			s := startMXSMTP(t, &mxSMTP{name: host, cert: &cert, tempfail: true})
+			c, err := smtp.Dial(s.addr)
+			require.NoError(t, err)
+			defer c.Close()
+			require.NoError(t, c.StartTLS(&tls.Config{ServerName: host, RootCAs: ca.Pool()}))
+			err = c.Mail("alice@contoso.com")
+			var perr *textproto.Error
+			require.ErrorAs(t, err, &perr)
+			assert.Equal(t, 451, perr.Code)
+			return err
+		}},
+		{"the sender's deadline during the handshake", func(t *testing.T) error {
+			// An MX host that accepts the connection and says nothing.
+			ln, err := net.Listen("tcp", "127.0.0.1:0")
+			require.NoError(t, err)
+			accepted := make(chan net.Conn, 1)
+			go func() {
+				conn, err := ln.Accept()
+				if err == nil {
+					accepted <- conn
+				}
+				close(accepted)
+			}()
+			t.Cleanup(func() {
+				ln.Close()
+				for conn := range accepted {
+					conn.Close()
+				}
+			})
+			cfg, _ := mxPolicy(mtasts.ModeEnforce).TLSConfig(host, &tls.Config{RootCAs: ca.Pool()})
+			ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+			defer cancel()
+			var d net.Dialer
+			conn, err := d.DialContext(ctx, "tcp", ln.Addr().String())
+			require.NoError(t, err)
+			defer conn.Close()
+			err = tls.Client(conn, cfg).HandshakeContext(ctx)
+			require.ErrorIs(t, err, context.DeadlineExceeded)
+			return err
+		}},
+		{"the sender's cancellation", func(t *testing.T) error {
+			ctx, cancel := context.WithCancel(context.Background())
+			cancel()
+			var d net.Dialer
+			_, err := d.DialContext(ctx, "tcp", "127.0.0.1:25")
+			require.ErrorIs(t, err, context.Canceled)
+			return err
+		}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			err := tc.produce(t)
+			require.Error(t, err, "the failure did not happen")
+			typ, reason := mtasts.Classify(err)
+			assert.Empty(t, typ, "Classify(%v) result type", err)
+			assert.Empty(t, reason, "Classify(%v) reason", err)
+
+			var c mtasts.ReportCollector
+			addErr := c.Add(mtasts.SessionResult{Domain: "fabrikam.com", Err: err, MXHost: host,
+				SendingIP: netip.MustParseAddr("127.0.0.1")})
+			assert.ErrorIs(t, addErr, mtasts.ErrInvalidReport, "Add of %v", err)
+			assert.Empty(t, c.TakeAll(), "a refused result was counted")
+		})
+	}
 }

@@ -32,15 +32,24 @@ import (
 //   - testing: the same, except that a certificate that does not verify does
 //     not stop the handshake. The TLSCheck records why, for the sender to
 //     deliver and report it (RFC 8461 §5, RFC 8460).
-//   - none, or p nil: base as it is, with ServerName set to mxHost only if
-//     base leaves it empty. Whatever opportunistic TLS the caller does is
-//     unchanged, and the TLSCheck records nothing.
+//   - none, or p nil: opportunistic TLS (RFC 7435), as though the domain had
+//     no policy (RFC 8461 §5): the certificate is not verified, so that an MX
+//     host with a self-signed, expired or wrong-name certificate still gets
+//     the message encrypted. InsecureSkipVerify is set whatever base says;
+//     ServerName is set to mxHost only if base leaves it empty; the version
+//     is base's. The TLSCheck records nothing.
 //
-// Under enforce and testing the configuration does its own verification, in
-// VerifyConnection, and sets InsecureSkipVerify so that crypto/tls does not
-// do it too: base.InsecureSkipVerify and base.ServerName have no effect.
-// base.VerifyConnection, if set, runs after that verification (under enforce,
-// only if it passed) and can still fail the handshake.
+// Only enforce refuses a certificate. Under testing, none and no policy the
+// handshake goes on whatever the certificate, and under testing the TLSCheck
+// tells afterwards what to report.
+//
+// In every mode the configuration sets InsecureSkipVerify, so that crypto/tls
+// does not verify and base.InsecureSkipVerify has no effect. Under enforce
+// and testing the configuration does its own verification, in
+// VerifyConnection, and base.ServerName has no effect. base.VerifyConnection, if set, runs after that verification (under
+// enforce, only if it passed) and can still fail the handshake; with no
+// policy or none it runs alone, and is where a sender that wants more than
+// opportunistic TLS without a policy checks the certificate.
 // base.VerifyPeerCertificate, if set, runs with nil verified chains. If
 // base.Time is set, certificates are checked at the time it returns. Resumed
 // sessions are verified as new ones.
@@ -64,6 +73,10 @@ func (p *Policy) TLSConfig(mxHost string, base *tls.Config) (*tls.Config, *TLSCh
 		if cfg.ServerName == "" {
 			cfg.ServerName = host
 		}
+		// RFC 8461 §5: none is as though there were no policy, and without
+		// one a sender encrypts when it can but does not refuse an MX host
+		// for its certificate.
+		cfg.InsecureSkipVerify = true
 		return cfg, check
 	}
 	check.mode = p.Mode

@@ -372,17 +372,25 @@ func TestTLSCheckNil(t *testing.T) {
 }
 
 // mxSMTP is a minimal SMTP server on 127.0.0.1, enough for a client's
-// greeting, EHLO and STARTTLS: the package's own tests cannot depend on an SMTP
-// server package (examples/sender's tests use a full one).
+// greeting, EHLO, STARTTLS and one message: the package's own tests cannot
+// depend on an SMTP server package (examples/sender's tests use a full one).
 type mxSMTP struct {
 	name     string
 	cert     *tls.Certificate // nil: STARTTLS is not offered
 	refuse   bool             // offer STARTTLS but answer it 454
+	tempfail bool             // answer MAIL 451
 	addr     string
-	mu       sync.Mutex // mu guards sni.
+	mu       sync.Mutex // mu guards sni and got.
 	sni      []string
+	got      []mxMessage
 	wg       sync.WaitGroup
 	listener net.Listener
+}
+
+// mxMessage is a message an mxSMTP accepted.
+type mxMessage struct {
+	data string
+	tls  bool // whether it came over TLS
 }
 
 // startMXSMTP starts s and stops it when the test ends.
@@ -457,6 +465,24 @@ func (s *mxSMTP) serve(conn net.Conn) {
 				return
 			}
 			tp, inTLS = textproto.NewConn(tc), true
+		case "MAIL":
+			if s.tempfail {
+				tp.PrintfLine("451 4.3.0 try again later")
+				continue
+			}
+			tp.PrintfLine("250 2.1.0 OK")
+		case "RCPT":
+			tp.PrintfLine("250 2.1.5 OK")
+		case "DATA":
+			tp.PrintfLine("354 go ahead")
+			data, err := tp.ReadDotBytes()
+			if err != nil {
+				return
+			}
+			s.mu.Lock()
+			s.got = append(s.got, mxMessage{data: string(data), tls: inTLS})
+			s.mu.Unlock()
+			tp.PrintfLine("250 2.0.0 accepted")
 		case "QUIT":
 			tp.PrintfLine("221 2.0.0 bye")
 			return
@@ -464,6 +490,12 @@ func (s *mxSMTP) serve(conn net.Conn) {
 			tp.PrintfLine("502 5.5.1 command not implemented")
 		}
 	}
+}
+
+func (s *mxSMTP) messages() []mxMessage {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append([]mxMessage(nil), s.got...)
 }
 
 func (s *mxSMTP) snis() []string {
@@ -474,7 +506,7 @@ func (s *mxSMTP) snis() []string {
 
 // startTLSWithPolicy does what a sender does at one MX over net/smtp: EHLO,
 // then STARTTLS with the policy's configuration. A missing STARTTLS is
-// wrapped in ErrNoSTARTTLS.
+// wrapped in ErrNoSTARTTLS, an error reply to STARTTLS in STARTTLSRefused.
 func startTLSWithPolicy(t *testing.T, addr, host string, p *mtasts.Policy, base *tls.Config) (*mtasts.TLSCheck, error) {
 	t.Helper()
 	conn, err := net.DialTimeout("tcp", addr, 10*time.Second)
@@ -491,7 +523,7 @@ func startTLSWithPolicy(t *testing.T, addr, host string, p *mtasts.Policy, base 
 	if err := c.StartTLS(cfg); err != nil {
 		var perr *textproto.Error
 		if errors.As(err, &perr) {
-			return check, errors.Join(mtasts.ErrNoSTARTTLS, err)
+			return check, mtasts.STARTTLSRefused(err)
 		}
 		return check, err
 	}
@@ -534,5 +566,54 @@ func TestTLSConfigNetSMTP(t *testing.T) {
 			assert.Equal(t, tc.want, got, "check: Classify(%v)", check.Err())
 			assert.Equal(t, tc.want == "", check.Verified())
 		})
+	}
+}
+
+// RFC 8461 §5: without a policy, or under none, a sender encrypts when it can
+// and refuses no MX host for its certificate, even when the caller gives no
+// configuration of its own; under testing the handshake goes on too, and only
+// enforce refuses.
+func TestTLSConfigOpportunisticWithoutPolicy(t *testing.T) {
+	t.Parallel()
+	const host = "mx1.fabrikam.com"
+	ca := mtaststest.NewCA()
+	for _, kind := range []mtaststest.CertKind{mtaststest.CertUntrusted, mtaststest.CertExpired, mtaststest.CertWrongName} {
+		for _, tc := range []struct {
+			name    string
+			p       *mtasts.Policy
+			refused bool
+		}{
+			{"nil", nil, false},
+			{"none", mxPolicy(mtasts.ModeNone), false},
+			{"testing", mxPolicy(mtasts.ModeTesting), false},
+			{"enforce", mxPolicy(mtasts.ModeEnforce), true},
+		} {
+			for _, base := range []*tls.Config{nil, {RootCAs: ca.Pool()}} {
+				name := tc.name + "/" + kind.String() + "/nil base"
+				if base != nil {
+					name = tc.name + "/" + kind.String() + "/RootCAs only"
+				}
+				t.Run(name, func(t *testing.T) {
+					t.Parallel()
+					cert := ca.Issue(host, kind)
+					s := startMXSMTP(t, &mxSMTP{name: host, cert: &cert})
+					check, err := startTLSWithPolicy(t, s.addr, host, tc.p, base)
+					assert.Equal(t, []string{host}, s.snis(), "SNI")
+					if tc.refused {
+						require.Error(t, err, "STARTTLS under enforce with a %s certificate", kind)
+						typ, _ := mtasts.Classify(err)
+						assert.NotEmpty(t, typ, "Classify(%v)", err)
+						return
+					}
+					require.NoError(t, err, "the session goes on over TLS")
+					assert.False(t, check.Verified())
+					if tc.p != nil && tc.p.Mode == mtasts.ModeTesting {
+						assert.Error(t, check.Err(), "what testing reports")
+					} else {
+						assert.NoError(t, check.Err(), "nothing to report without a policy")
+					}
+				})
+			}
+		}
 	}
 }

@@ -377,8 +377,9 @@ func TestSendWithoutPolicy(t *testing.T) {
 	}
 }
 
-// A policy that cannot be fetched, with nothing cached, is reported, and the
-// message goes out as though the domain had no policy (RFC 8461 §5).
+// A policy that cannot be fetched, with nothing cached, is reported with the
+// session, and the message goes out as though the domain had no policy (RFC
+// 8461 §5).
 func TestSendPolicyFetchFails(t *testing.T) {
 	t.Parallel()
 	w := newWorld(t)
@@ -393,10 +394,45 @@ func TestSendPolicyFetchFails(t *testing.T) {
 	assert.Nil(t, d.Policy)
 	assertDelivered(t, other, true, good)
 	failures := w.reported()
-	require.Len(t, failures, 1)
-	assert.Empty(t, failures[0].MX)
+	require.Len(t, failures, 1, "one session, one report")
+	assert.Equal(t, otherHost, failures[0].MX)
 	assert.Equal(t, mtasts.ResultSTSWebPKIInvalid, failures[0].Result)
 	assert.Equal(t, "certificate-expired", failures[0].Reason)
+}
+
+// A session is reported once, with its first failure: an MX host that the
+// policy does not list comes before its STARTTLS and its certificate (RFC
+// 8461 §4.1, §4.2).
+func TestSendReportsEachSessionOnce(t *testing.T) {
+	t.Parallel()
+	for _, mode := range []mtasts.Mode{mtasts.ModeTesting, mtasts.ModeEnforce} {
+		for kind, name := range map[mxKind]string{mxNoSTARTTLS: "no STARTTLS", mxExpired: "expired",
+			mxUntrusted: "untrusted", mxWrongHost: "wrong host"} {
+			t.Run(string(mode)+"/"+name, func(t *testing.T) {
+				t.Parallel()
+				w := newWorld(t)
+				w.ts.Publish(domain, "1", policy(mode))
+				w.ts.SetMX(domain, otherHost, goodHost)
+				other := w.startMX(t, otherHost, kind)
+				good := w.startMX(t, goodHost, mxGood)
+
+				d, err := send(t, w.sender())
+				require.NoError(t, err)
+				if mode == mtasts.ModeTesting {
+					assert.Equal(t, otherHost, d.MX)
+					assertDelivered(t, other, kind != mxNoSTARTTLS, good)
+				} else {
+					assert.Equal(t, goodHost, d.MX)
+					assertDelivered(t, good, true, other)
+				}
+				failures := w.reported()
+				assert.Equal(t, []string{otherHost + " " + string(mtasts.ResultValidationFailure)}, failureTypes(failures))
+				if assert.Len(t, failures, 1) {
+					assert.Equal(t, "mx-not-allowed", failures[0].Reason)
+				}
+			})
+		}
+	}
 }
 
 // RFC 8461 §5.1: before deferring a message that the cached policy refuses,

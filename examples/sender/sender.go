@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
@@ -44,10 +45,14 @@ type Sender struct {
 	// system roots are used.
 	RootCAs *x509.CertPool
 
-	// Report, if not nil, is called with each failure that RFC 8460 wants
-	// reported to the domain (TLSRPT), as it happens: a policy that could not
-	// be had, and each MX host that failed the policy's checks, whether or
-	// not the message went there anyway (testing mode). It must not block.
+	// Report, if not nil, is called once for each session with an MX host
+	// that met a failure RFC 8460 wants reported to the domain (TLSRPT), as it
+	// happens, whether or not the message went there anyway (testing mode).
+	// A session that meets several failures is reported with the first, in
+	// the order of validation: a policy that could not be had (the session
+	// then runs as without one), an MX host the policy does not list (RFC
+	// 8461 §4.1), then a missing or refused STARTTLS or a certificate not
+	// valid for the MX host (§4.2). It must not block.
 	Report func(Failure)
 
 	stsOnce     sync.Once // sets stsResolver
@@ -58,7 +63,7 @@ type Sender struct {
 // RFC 8460 result type and reason code that Classify gives it.
 type Failure struct {
 	Domain string // the policy domain: the recipient's
-	MX     string // the MX host; empty for a failure to get the policy
+	MX     string // the MX host of the session
 	Result mtasts.ResultType
 	Reason string
 	Err    error
@@ -142,12 +147,10 @@ func (s *Sender) Send(ctx context.Context, from, to string, msg []byte) (*Delive
 	domain := strings.ToLower(strings.TrimSuffix(to[at+1:], "."))
 	d := &Delivery{Domain: domain}
 
-	p, err := s.sts().Lookup(ctx, domain)
-	if err != nil {
-		// RFC 8461 §3.3, §5: no policy to be had, nothing cached: deliver as
-		// though the domain had none, and report.
-		s.report(d, "", err)
-	}
+	// RFC 8461 §3.3, §5: with no policy to be had and nothing cached,
+	// deliver as though the domain had none, and report the failure with
+	// each session.
+	p, lookupErr := s.sts().Lookup(ctx, domain)
 	mxs, err := s.lookupMX(ctx, domain)
 	if err != nil {
 		var perm *PermError
@@ -157,7 +160,7 @@ func (s *Sender) Send(ctx context.Context, from, to string, msg []byte) (*Delive
 		return d, &TempError{Domain: domain, Err: err}
 	}
 
-	errs, refused, err := s.tryAll(ctx, d, p, mxs, from, to, msg)
+	errs, refused, err := s.tryAll(ctx, d, p, lookupErr, mxs, from, to, msg)
 	if err != nil || d.MX != "" {
 		return d, err
 	}
@@ -168,7 +171,7 @@ func (s *Sender) Send(ctx context.Context, from, to string, msg []byte) (*Delive
 		// A policy still in force comes back as the same *Policy.
 		if rerr == nil && np != p {
 			var more []error
-			more, _, err = s.tryAll(ctx, d, np, mxs, from, to, msg)
+			more, _, err = s.tryAll(ctx, d, np, nil, mxs, from, to, msg)
 			if err != nil || d.MX != "" {
 				return d, err
 			}
@@ -179,16 +182,16 @@ func (s *Sender) Send(ctx context.Context, from, to string, msg []byte) (*Delive
 }
 
 // tryAll tries each MX host in turn under p until one takes the message,
-// which it records in d. It returns why the others failed, whether an
-// enforced policy refused any of them, and a *PermError if one refused the
-// message for good.
-func (s *Sender) tryAll(ctx context.Context, d *Delivery, p *mtasts.Policy, mxs []string, from, to string, msg []byte) (errs []error, refused bool, err error) {
+// which it records in d; lookupErr is why there is no policy, if the lookup
+// failed. It returns why the others failed, whether an enforced policy
+// refused any of them, and a *PermError if one refused the message for good.
+func (s *Sender) tryAll(ctx context.Context, d *Delivery, p *mtasts.Policy, lookupErr error, mxs []string, from, to string, msg []byte) (errs []error, refused bool, err error) {
 	d.Policy = p
 	for _, mx := range mxs {
 		if err := ctx.Err(); err != nil {
 			return append(errs, err), refused, nil
 		}
-		usedTLS, policyErr, err := s.tryMX(ctx, d, p, mx, from, to, msg)
+		usedTLS, policyErr, err := s.tryMX(ctx, d, p, lookupErr, mx, from, to, msg)
 		if err == nil {
 			d.MX, d.TLS = mx, usedTLS
 			return errs, refused, nil
@@ -204,20 +207,21 @@ func (s *Sender) tryAll(ctx context.Context, d *Delivery, p *mtasts.Policy, mxs 
 }
 
 // tryMX delivers to one MX host under p. It reports whether the message went
-// over TLS and, on failure, whether the policy is why.
-func (s *Sender) tryMX(ctx context.Context, d *Delivery, p *mtasts.Policy, mx, from, to string, msg []byte) (usedTLS, policyErr bool, err error) {
+// over TLS and, on failure, whether the policy is why. It reports the session
+// once, with the first failure it met.
+func (s *Sender) tryMX(ctx context.Context, d *Delivery, p *mtasts.Policy, lookupErr error, mx, from, to string, msg []byte) (usedTLS, policyErr bool, err error) {
 	// RFC 8461 §4.1, §5: under enforce, an MX host that matches none of the
-	// policy's patterns is not used. Under testing it is, and reported.
-	if err := p.CheckMX(mx); err != nil {
-		s.report(d, mx, err)
-		if p.Validate(mx) != nil {
-			return false, true, err
-		}
+	// policy's patterns is not used. Under testing it is, and reported with
+	// the session, in place of any failure that follows.
+	failure := cmp.Or(lookupErr, p.CheckMX(mx))
+	if err := p.Validate(mx); err != nil {
+		s.report(d, mx, failure)
+		return false, true, err
 	}
 
 	conn, err := s.dial(ctx, "tcp", net.JoinHostPort(mx, "25"))
 	if err != nil {
-		return false, false, err
+		return false, false, err // no session: nothing to report
 	}
 	defer conn.Close()
 	// net/smtp has no contexts: ctx ending ends the session through the
@@ -234,46 +238,43 @@ func (s *Sender) tryMX(ctx context.Context, d *Delivery, p *mtasts.Policy, mx, f
 		return false, false, err
 	}
 
-	// Without a policy, or under none, this is the sender's opportunistic
-	// TLS, which does not verify (RFC 7435); under testing and enforce
-	// TLSConfig verifies the certificate for mx.
-	cfg, check := p.TLSConfig(mx, &tls.Config{RootCAs: s.RootCAs, InsecureSkipVerify: true})
+	// Without a policy, or under none, TLSConfig gives opportunistic TLS,
+	// which takes any certificate (RFC 7435); under testing and enforce it
+	// verifies the certificate for mx.
+	cfg, check := p.TLSConfig(mx, &tls.Config{RootCAs: s.RootCAs})
 	enforce := check.Mode() == mtasts.ModeEnforce
 	verify := enforce || check.Mode() == mtasts.ModeTesting
+	var tlsErr error // what enforce refuses: no STARTTLS, or no valid certificate
 	if ok, _ := c.Extension("STARTTLS"); !ok {
-		err := fmt.Errorf("%w: %s", mtasts.ErrNoSTARTTLS, mx)
-		if verify {
-			s.report(d, mx, err)
-		}
-		if enforce {
-			return false, true, err
-		}
-		// Testing, or no policy: deliver in plain text.
+		// Under testing, or with no policy, deliver in plain text.
+		tlsErr = fmt.Errorf("%w: %s", mtasts.ErrNoSTARTTLS, mx)
 	} else if err := c.StartTLS(cfg); err != nil {
 		var reply *textproto.Error
-		if errors.As(err, &reply) {
-			// The STARTTLS command itself failed, and the session is still
-			// usable in plain text.
-			err = fmt.Errorf("%w: %s: %w", mtasts.ErrNoSTARTTLS, mx, err)
-			if verify {
-				s.report(d, mx, err)
-			}
-			if enforce {
-				return false, true, err
-			}
-		} else {
+		if !errors.As(err, &reply) {
 			// The handshake failed, which ends the session: under enforce,
 			// because the certificate is not valid for mx.
 			if verify {
-				s.report(d, mx, err)
+				s.report(d, mx, cmp.Or(failure, err))
+			} else if failure != nil {
+				s.report(d, mx, failure)
 			}
 			return false, enforce, err
 		}
+		// The STARTTLS command itself failed (RFC 3207 §4: 454), and the
+		// session is still usable in plain text.
+		tlsErr = mtasts.STARTTLSRefused(fmt.Errorf("%s: %w", mx, err))
 	} else {
 		usedTLS = true
-		if err := check.Err(); err != nil {
-			s.report(d, mx, err) // testing: the message goes on over TLS
-		}
+		tlsErr = check.Err() // testing: the message goes on over TLS
+	}
+	if !verify {
+		tlsErr = nil // opportunistic: nothing to report about TLS
+	}
+	if f := cmp.Or(failure, tlsErr); f != nil {
+		s.report(d, mx, f)
+	}
+	if enforce && tlsErr != nil {
+		return false, true, tlsErr
 	}
 
 	if err := s.transfer(c, mx, d.Domain, from, to, msg); err != nil {
