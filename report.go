@@ -101,15 +101,34 @@ type ReportPolicy struct {
 	Type PolicyType `json:"policy-type"`
 
 	// PolicyString is the policy, one line per element without the line
-	// ending (RFC 8460 §4.5). Left out for no-policy-found.
+	// ending (RFC 8460 §4.5). For no-policy-found, where there is no policy,
+	// it is encoded as an empty array: RFC 8460 §4.4 lists the field without
+	// marking it optional, and validators of the report format require it.
+	// Left out for other types when nil.
 	PolicyString []string `json:"policy-string,omitzero"`
 
 	// Domain is the policy domain, in A-labels.
 	Domain string `json:"policy-domain"`
 
-	// MXHost are the policy's mx patterns, in A-labels. Left out for
-	// no-policy-found.
+	// MXHost are the policy's mx patterns, in A-labels. Like PolicyString,
+	// an empty array for no-policy-found, and left out for other types when
+	// nil.
 	MXHost []string `json:"mx-host,omitzero"`
+}
+
+// MarshalJSON encodes the policy with "policy-string" and "mx-host" empty
+// arrays, rather than absent, for no-policy-found (RFC 8460 §4.4).
+func (p ReportPolicy) MarshalJSON() ([]byte, error) {
+	type plain ReportPolicy // without this method
+	if p.Type == PolicyTypeNoPolicyFound {
+		if p.PolicyString == nil {
+			p.PolicyString = []string{}
+		}
+		if p.MXHost == nil {
+			p.MXHost = []string{}
+		}
+	}
+	return json.Marshal(plain(p))
 }
 
 // ReportSummary counts the sessions under a policy (RFC 8460 §4.2).

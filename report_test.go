@@ -70,8 +70,8 @@ func reportSchema() schemaField {
 		"policies": {kind: jsonArray, required: true, elem: &schemaField{kind: jsonObject, fields: map[string]schemaField{
 			"policy": {kind: jsonObject, required: true, fields: map[string]schemaField{
 				"policy-type": {kind: jsonString, required: true, enum: []string{"tlsa", "sts", "no-policy-found"}},
-				// Required for "sts", which checkReportSchema checks; there is
-				// no policy to describe for "no-policy-found".
+				// Required, which checkSchema checks: an empty array for
+				// "no-policy-found", which has no policy to describe.
 				"policy-string": stringArray,
 				"policy-domain": str(true),
 				"mx-host":       stringArray,
@@ -176,10 +176,12 @@ func checkSchema(problems *[]string, path string, v any, s schemaField) {
 			}
 			checkSchema(problems, path+"."+name, e, f)
 		}
-		if o["policy-type"] == "sts" {
+		// RFC 8460 §4.4 does not mark policy-string and mx-host optional;
+		// for no-policy-found they are empty arrays.
+		if pt, ok := o["policy-type"].(string); ok {
 			for _, name := range []string{"policy-string", "mx-host"} {
 				if _, ok := o[name]; !ok {
-					fail("no %q in an sts policy", name)
+					fail("no %q in the %s policy", name, pt)
 				}
 			}
 		}
@@ -215,7 +217,7 @@ func TestReportSchemaCheck(t *testing.T) {
 		{"fractional count", `"failed-session-count": 100`, `"failed-session-count": 1.5`, "non-negative integer"},
 		{"mx-host as a string", `"mx-host": ["*.mail.company-y.example"]`, `"mx-host": "*.mail.company-y.example"`, "is not an array"},
 		{"sts without mx-host", `,
-      "mx-host": ["*.mail.company-y.example"]`, ``, `no "mx-host" in an sts policy`},
+      "mx-host": ["*.mail.company-y.example"]`, ``, `no "mx-host" in the sts policy`},
 		{"date without zone", `"2016-04-01T00:00:00Z"`, `"2016-04-01T00:00:00"`, "RFC 3339"},
 		{"unknown result type", `"certificate-expired"`, `"certificate-is-old"`, "is not one of"},
 		{"unknown policy type", `"policy-type": "sts"`, `"policy-type": "mta-sts"`, "is not one of"},
@@ -261,9 +263,9 @@ func TestReportJSONArraysAreNeverNull(t *testing.T) {
 	}{
 		{"no policies", mtasts.Report{}, `"policies":[]`},
 		{"no failure details", mtasts.Report{Policies: []mtasts.ReportPolicyResult{{}}}, `"failure-details":[]`},
-		{"no policy string for no-policy-found", mtasts.Report{Policies: []mtasts.ReportPolicyResult{{
+		{"empty policy string and mx-host for no-policy-found", mtasts.Report{Policies: []mtasts.ReportPolicyResult{{
 			Policy: mtasts.ReportPolicy{Type: mtasts.PolicyTypeNoPolicyFound, Domain: "example.com"},
-		}}}, `"policy":{"policy-type":"no-policy-found","policy-domain":"example.com"}`},
+		}}}, `"policy":{"policy-type":"no-policy-found","policy-string":[],"policy-domain":"example.com","mx-host":[]}`},
 		{"empty mx-host of an sts policy in mode none", mtasts.Report{Policies: []mtasts.ReportPolicyResult{{
 			Policy: mtasts.ReportPolicy{Type: mtasts.PolicyTypeSTS, PolicyString: []string{"version: STSv1", "mode: none", "max_age: 86400"}, Domain: "example.com", MXHost: []string{}},
 		}}}, `"mx-host":[]`},
