@@ -236,12 +236,19 @@ type SessionResult struct {
 	// failure reason code.
 	Err error
 
-	// The details of a failed session. SendingIP and MXHost are required when
-	// Err is not nil; the others are optional.
-	MXHost      string     // the MX host name tried (receiving-mx-hostname)
-	SendingIP   netip.Addr // the address the sender connected, or would connect, from
-	ReceivingIP netip.Addr // the MX address connected to
-	HELO        string     // the name the MX gave in its greeting or EHLO reply
+	// The details of a failed session. MXHost is required when Err is not
+	// nil; the others are optional.
+	MXHost string // the MX host name tried (receiving-mx-hostname)
+
+	// SendingIP is the address the sender connected from (sending-mta-ip).
+	// RFC 8460 §4.4 requires sending-mta-ip in every failure detail, but an
+	// MX refused before any connection, as one the policy does not list,
+	// has no such address: leave SendingIP zero then, and the collector
+	// reports its own SendingIP. A failure with neither is refused.
+	SendingIP netip.Addr
+
+	ReceivingIP netip.Addr // the MX address connected to; optional
+	HELO        string     // the name the MX gave in its greeting or EHLO reply; optional
 
 	// Time is when the session took place, which decides the report's day.
 	// If zero, the collector's clock is used.
@@ -268,6 +275,13 @@ type ReportCollector struct {
 	// of report ids, which then have the form of a Message-ID as the Subject
 	// of RFC 8460 §5.3.1 wants. If empty, report ids have no "@" part.
 	Submitter string
+
+	// SendingIP is the sending-mta-ip reported for a failure whose
+	// SessionResult has no SendingIP, as for an MX refused before any
+	// connection: the address the sender would have connected from (RFC
+	// 8460 §4.4 requires the field in every failure detail). If zero, such
+	// failures are refused by Add.
+	SendingIP netip.Addr
 
 	// Now returns the current time. If nil, time.Now is used.
 	Now func() time.Time
@@ -306,9 +320,9 @@ type detailKey struct {
 // Add counts one session in the report of its policy domain and day. It
 // returns an error wrapping ErrInvalidReport, and counts nothing, when the
 // result has no valid policy domain, names a domain other than its policy's,
-// is a failure without SendingIP or MXHost, or carries an error that is the
-// sender's own rather than the domain's (Classify gives it no result type,
-// as for a cache failure).
+// is a failure without MXHost, or without SendingIP when the collector has
+// none either, or carries an error that is the sender's own rather than the
+// domain's (Classify gives it no result type, as for a cache failure).
 func (c *ReportCollector) Add(res SessionResult) error {
 	domain, err := res.policyDomain()
 	if err != nil {
@@ -316,8 +330,12 @@ func (c *ReportCollector) Add(res SessionResult) error {
 	}
 	var fail detailKey
 	if res.Err != nil {
-		if !res.SendingIP.IsValid() {
-			return fmt.Errorf("%w: failure for %s without the sending address", ErrInvalidReport, domain)
+		sending := res.SendingIP
+		if !sending.IsValid() {
+			sending = c.SendingIP
+		}
+		if !sending.IsValid() {
+			return fmt.Errorf("%w: failure for %s without the sending address, and no ReportCollector.SendingIP", ErrInvalidReport, domain)
 		}
 		mx, err := normalizeDomain(res.MXHost)
 		if err != nil {
@@ -327,7 +345,7 @@ func (c *ReportCollector) Add(res SessionResult) error {
 		if fail.resultType == "" {
 			return fmt.Errorf("%w: %s: not a failure of the domain's to report: %w", ErrInvalidReport, domain, res.Err)
 		}
-		fail.sendingIP = addrString(res.SendingIP)
+		fail.sendingIP = addrString(sending)
 		fail.mxHost = mx
 		fail.helo = strings.TrimSpace(res.HELO)
 		fail.receivingIP = addrString(res.ReceivingIP)

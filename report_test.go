@@ -497,6 +497,52 @@ func TestReportCollectorAddRefusesIncompleteResults(t *testing.T) {
 	assert.Equal(t, mtasts.ReportSummary{TotalSuccessfulSessionCount: 1, TotalFailureSessionCount: 1}, reports[0].Policies[0].Summary)
 }
 
+// An MX refused before any connection has no sending address of its own: the
+// collector's SendingIP is reported for it, as RFC 8460 §4.4 requires a
+// sending-mta-ip in every failure detail.
+func TestReportCollectorDefaultSendingIP(t *testing.T) {
+	t.Parallel()
+	p, err := mtasts.ParsePolicy([]byte(enforcePolicy))
+	require.NoError(t, err)
+	p.Domain = "example.com"
+	refused := p.Validate("mx.attacker.example")
+	require.ErrorIs(t, refused, mtasts.ErrMXNotAllowed)
+	noSTARTTLS := fmt.Errorf("%w: no", mtasts.ErrNoSTARTTLS)
+	day := time.Date(2024, 5, 1, 12, 0, 0, 0, time.UTC)
+	c := &mtasts.ReportCollector{
+		OrganizationName: "Example Sender Inc.",
+		ContactInfo:      "tlsrpt-admin@sender.example",
+		Submitter:        "mail.sender.example",
+		SendingIP:        netip.MustParseAddr("127.0.0.10"),
+	}
+	require.NoError(t, c.Add(mtasts.SessionResult{Policy: p, Err: refused, MXHost: "mx.attacker.example", Time: day}))
+	// A result's own address wins over the collector's.
+	require.NoError(t, c.Add(mtasts.SessionResult{Policy: p, Err: noSTARTTLS, MXHost: "mx1.example.com", SendingIP: netip.MustParseAddr("::1"), Time: day}))
+	reports := c.TakeAll()
+	require.Len(t, reports, 1)
+	data, err := reports[0].JSON()
+	require.NoError(t, err)
+	assert.Empty(t, checkReportSchema(data))
+	details := reports[0].Policies[0].FailureDetails
+	require.Len(t, details, 2)
+	assert.Equal(t, mtasts.ResultValidationFailure, details[1].ResultType)
+	assert.Equal(t, "mx.attacker.example", details[1].ReceivingMXHostname)
+	assert.Equal(t, "127.0.0.10", details[1].SendingMTAIP, "the collector's address")
+	assert.Empty(t, details[1].ReceivingIP)
+	assert.Equal(t, mtasts.ResultSTARTTLSNotSupported, details[0].ResultType)
+	assert.Equal(t, "::1", details[0].SendingMTAIP, "the result's own address")
+
+	// Without an address of its own or the collector's, a failure is refused.
+	without := &mtasts.ReportCollector{
+		OrganizationName: c.OrganizationName,
+		ContactInfo:      c.ContactInfo,
+		Submitter:        c.Submitter,
+	}
+	err = without.Add(mtasts.SessionResult{Policy: p, Err: refused, MXHost: "mx.attacker.example", Time: day})
+	assert.ErrorIs(t, err, mtasts.ErrInvalidReport)
+	assert.Empty(t, without.TakeAll())
+}
+
 // Results added after their day's report was taken make a new report, with
 // its own id, holding only them.
 func TestReportCollectorLateResults(t *testing.T) {
