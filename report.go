@@ -37,6 +37,13 @@ var (
 	// answered other than 2xx. Retry later with growing delays, for up to 24
 	// hours (RFC 8460 §5.4), or deliver to the domain's other destinations.
 	ErrReportDelivery = errors.New("mtasts: TLSRPT report delivery failed")
+
+	// ErrCollectorConfig means a ReportCollector lacks a field every report
+	// needs, or has an invalid one: OrganizationName and ContactInfo, which
+	// RFC 8460 §4.4 requires in the report, or Submitter, the domain that
+	// names the report's file (§5.1) and signs its mail (§5.3.1). Add
+	// returns it, counting nothing, until the collector is configured.
+	ErrCollectorConfig = errors.New("mtasts: ReportCollector not configured")
 )
 
 const (
@@ -75,6 +82,14 @@ type Report struct {
 	// Policies are the policies the results were obtained under, each with
 	// its counts. It is an array even with one policy (RFC 8460 §4.4).
 	Policies []ReportPolicyResult `json:"policies"`
+
+	// Submitter is the domain of the sending MTA that made the report, in
+	// A-labels: the sender of the file name (RFC 8460 §5.1), and the
+	// TLS-Report-Submitter and Subject's Submitter of Mail (§5.3.1). It is
+	// the one source of the submitter; it is not part of the JSON document.
+	// ReportCollector sets it from its own Submitter; set it on a report
+	// decoded from JSON before calling Filename or Mail.
+	Submitter string `json:"-"`
 }
 
 // ReportDateRange is the time a report covers: a whole UTC day, from 00:00:00
@@ -197,13 +212,15 @@ func (r *Report) Gzip() ([]byte, error) {
 	return b.Bytes(), nil
 }
 
-// Filename returns the name RFC 8460 §5.1 gives the gzipped report sent by
-// submitter, the sending MTA's domain:
-// "<submitter>!<policy domain>!<start>!<end>.json.gz", the times in seconds
+// Filename returns the name RFC 8460 §5.1 gives the gzipped report:
+// "<Submitter>!<policy domain>!<start>!<end>.json.gz", the times in seconds
 // since 1970.
-func (r *Report) Filename(submitter string) string {
-	return fmt.Sprintf("%s!%s!%d!%d.json.gz", submitter, r.policyDomain(),
-		r.DateRange.Start.Unix(), r.DateRange.End.Unix())
+func (r *Report) Filename() string {
+	return reportFilename(r.Submitter, r.policyDomain(), r.DateRange)
+}
+
+func reportFilename(submitter, domain string, dr ReportDateRange) string {
+	return fmt.Sprintf("%s!%s!%d!%d.json.gz", submitter, domain, dr.Start.Unix(), dr.End.Unix())
 }
 
 // policyDomain returns the domain the report is about, that of its first
@@ -256,24 +273,26 @@ type SessionResult struct {
 }
 
 // A ReportCollector aggregates SessionResults into RFC 8460 reports, one per
-// policy domain and UTC day. The zero value is ready to use, but the report
-// fields (OrganizationName, ContactInfo, Submitter) should be set.
+// policy domain and UTC day. OrganizationName, ContactInfo and Submitter
+// must be set: until they are, Add returns ErrCollectorConfig.
 //
 // A ReportCollector is safe for concurrent use by multiple goroutines. Its
 // fields must not be changed after the first call to Add, and it must not be
 // copied after first use. It keeps its results in memory only.
 type ReportCollector struct {
 	// OrganizationName is the organization-name of the reports: who sends
-	// them.
+	// them. Required (RFC 8460 §4.4).
 	OrganizationName string
 
 	// ContactInfo is the contact-info of the reports: an email address to
-	// write to about them.
+	// write to about them. Required (RFC 8460 §4.4).
 	ContactInfo string
 
-	// Submitter is the domain of the sending MTA, used as the right-hand side
-	// of report ids, which then have the form of a Message-ID as the Subject
-	// of RFC 8460 §5.3.1 wants. If empty, report ids have no "@" part.
+	// Submitter is the domain of the sending MTA, in A-labels or U-labels.
+	// Required. The reports carry it, in A-labels, as Report.Submitter: it is
+	// the sender of their file name (RFC 8460 §5.1), the submitter of their
+	// mail (§5.3.1), and the right-hand side of their report ids, which then
+	// have the form of a Message-ID as the Subject of §5.3.1 wants.
 	Submitter string
 
 	// SendingIP is the sending-mta-ip reported for a failure whose
@@ -286,8 +305,34 @@ type ReportCollector struct {
 	// Now returns the current time. If nil, time.Now is used.
 	Now func() time.Time
 
+	config    sync.Once // config checks the fields above once
+	configErr error
+	submitter string // Submitter in A-labels
+
 	mu   sync.Mutex // mu guards days
 	days map[dayKey]*dayResults
+}
+
+// checkConfig returns an error wrapping ErrCollectorConfig when a field every
+// report needs is missing or invalid.
+func (c *ReportCollector) checkConfig() error {
+	c.config.Do(func() {
+		switch {
+		case strings.TrimSpace(c.OrganizationName) == "":
+			c.configErr = fmt.Errorf("%w: no OrganizationName (organization-name, RFC 8460 §4.4)", ErrCollectorConfig)
+		case strings.TrimSpace(c.ContactInfo) == "":
+			c.configErr = fmt.Errorf("%w: no ContactInfo (contact-info, RFC 8460 §4.4)", ErrCollectorConfig)
+		case c.Submitter == "":
+			c.configErr = fmt.Errorf("%w: no Submitter (the sending MTA's domain, RFC 8460 §5.1)", ErrCollectorConfig)
+		default:
+			d, err := normalizeDomain(c.Submitter)
+			if err != nil {
+				c.configErr = fmt.Errorf("%w: Submitter: %w", ErrCollectorConfig, err)
+			}
+			c.submitter = d
+		}
+	})
+	return c.configErr
 }
 
 type dayKey struct {
@@ -318,12 +363,17 @@ type detailKey struct {
 }
 
 // Add counts one session in the report of its policy domain and day. It
-// returns an error wrapping ErrInvalidReport, and counts nothing, when the
+// returns an error wrapping ErrCollectorConfig, and counts nothing, when the
+// collector lacks OrganizationName, ContactInfo or Submitter. It returns an
+// error wrapping ErrInvalidReport, and counts nothing, when the
 // result has no valid policy domain, names a domain other than its policy's,
 // is a failure without MXHost, or without SendingIP when the collector has
 // none either, or carries an error that is the sender's own rather than the
 // domain's (Classify gives it no result type, as for a cache failure).
 func (c *ReportCollector) Add(res SessionResult) error {
+	if err := c.checkConfig(); err != nil {
+		return err
+	}
 	domain, err := res.policyDomain()
 	if err != nil {
 		return err
@@ -480,6 +530,7 @@ func (c *ReportCollector) report(k dayKey, d *dayResults) *Report {
 		DateRange:        ReportDateRange{Start: start, End: start.Add(24*time.Hour - time.Second)},
 		ContactInfo:      c.ContactInfo,
 		ReportID:         c.reportID(start),
+		Submitter:        c.submitter,
 	}
 	for _, p := range d.policies {
 		pr := ReportPolicyResult{
@@ -520,14 +571,9 @@ func (c *ReportCollector) report(k dayKey, d *dayResults) *Report {
 }
 
 // reportID returns a new id for a report: the day and a random part, then
-// "@" and the Submitter if there is one. It is short enough for the Subject
-// line that holds it to keep within 78 characters (RFC 5322 §2.1.1).
+// "@" and the Submitter.
 func (c *ReportCollector) reportID(day time.Time) string {
-	id := day.Format("20060102") + "." + rand.Text()
-	if c.Submitter != "" {
-		id += "@" + c.Submitter
-	}
-	return id
+	return day.Format("20060102") + "." + rand.Text() + "@" + c.submitter
 }
 
 func (c *ReportCollector) now() time.Time {
@@ -623,8 +669,9 @@ var reportTransport = sync.OnceValue(func() *http.Transport {
 // text/plain part for people and the report as an application/tlsrpt+gzip
 // attachment named as §5.1 says; the headers TLS-Report-Domain and
 // TLS-Report-Submitter; and the Subject "Report Domain: <policy domain>
-// Submitter: <submitter> Report-ID: <id>". The submitter is the domain of
-// from. Lines end in CRLF.
+// Submitter: <submitter> Report-ID: <id>". The submitter is the report's
+// Submitter, which must be set; from should be an address of that domain.
+// Lines end in CRLF.
 //
 // The caller must DKIM-sign the message for the submitter's domain, including
 // the TLS-Report-* headers, before sending it: RFC 8460 §3 has receivers
@@ -635,15 +682,24 @@ var reportTransport = sync.OnceValue(func() *http.Transport {
 // Addresses must be plain ASCII addr-specs ("user@example.com"). Errors wrap
 // ErrInvalidReport.
 func (r *Report) Mail(from string, to []string, date time.Time) ([]byte, error) {
-	domain := r.policyDomain()
-	if domain == "" {
+	if r.policyDomain() == "" {
 		return nil, fmt.Errorf("%w: no policies, so no policy domain", ErrInvalidReport)
+	}
+	domain, err := normalizeDomain(r.policyDomain())
+	if err != nil {
+		return nil, fmt.Errorf("%w: policy domain: %w", ErrInvalidReport, err)
+	}
+	if r.Submitter == "" {
+		return nil, fmt.Errorf("%w: no Submitter", ErrInvalidReport)
+	}
+	submitter, err := normalizeDomain(r.Submitter)
+	if err != nil {
+		return nil, fmt.Errorf("%w: Submitter: %w", ErrInvalidReport, err)
 	}
 	if err := checkAddrSpec(from); err != nil {
 		return nil, fmt.Errorf("%w: from: %w", ErrInvalidReport, err)
 	}
-	submitter, err := normalizeDomain(from[strings.LastIndexByte(from, '@')+1:])
-	if err != nil {
+	if _, err := normalizeDomain(from[strings.LastIndexByte(from, '@')+1:]); err != nil {
 		return nil, fmt.Errorf("%w: from: %w", ErrInvalidReport, err)
 	}
 	if len(to) == 0 {
@@ -675,12 +731,12 @@ func (r *Report) Mail(from string, to []string, date time.Time) ([]byte, error) 
 	if err != nil {
 		return nil, err
 	}
-	io.WriteString(w, r.humanText(submitter, msgID))
+	io.WriteString(w, r.humanText(submitter, domain, msgID))
 	att := textproto.MIMEHeader{}
 	att.Set("Content-Type", reportGzipType)
 	att.Set("Content-Transfer-Encoding", "base64")
 	// Folded as in the example of RFC 8460 §5.3.1.
-	att.Set("Content-Disposition", "attachment;\r\n"+` filename="`+r.Filename(submitter)+`"`)
+	att.Set("Content-Disposition", "attachment;\r\n"+` filename="`+reportFilename(submitter, domain, r.DateRange)+`"`)
 	if w, err = mw.CreatePart(att); err != nil {
 		return nil, err
 	}
@@ -726,11 +782,11 @@ func (r *Report) messageID(submitter string) (string, error) {
 
 // humanText is the text/plain part of a report message: ASCII lines of fewer
 // than 78 characters.
-func (r *Report) humanText(submitter, msgID string) string {
+func (r *Report) humanText(submitter, domain, msgID string) string {
 	const layout = "2006-01-02 15:04:05"
 	var b strings.Builder
 	fmt.Fprintf(&b, "This is an aggregate TLS report (RFC 8460) from %s\r\n", submitter)
-	fmt.Fprintf(&b, "about the SMTP sessions it held to deliver mail to %s\r\n", r.policyDomain())
+	fmt.Fprintf(&b, "about the SMTP sessions it held to deliver mail to %s\r\n", domain)
 	fmt.Fprintf(&b, "from %s to %s UTC.\r\n\r\n", r.DateRange.Start.UTC().Format(layout), r.DateRange.End.UTC().Format(layout))
 	fmt.Fprintf(&b, "Report-ID: %s\r\n", msgID)
 	for _, p := range r.Policies {

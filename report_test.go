@@ -482,19 +482,109 @@ func TestReportCollectorAddRefusesIncompleteResults(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
-			var c mtasts.ReportCollector
+			c := newCollector(nil)
 			assert.ErrorIs(t, c.Add(tt.res), mtasts.ErrInvalidReport)
 			assert.Empty(t, c.TakeAll(), "a refused result was counted")
 		})
 	}
 
 	// The same results, completed, are counted.
-	var c mtasts.ReportCollector
+	c := newCollector(nil)
 	require.NoError(t, c.Add(mtasts.SessionResult{Domain: "EXAMPLE.com.", Policy: &fetched}))
 	require.NoError(t, c.Add(mtasts.SessionResult{Policy: &fetched, Err: failure, MXHost: "mx1.example.com", SendingIP: sender}))
 	reports := c.TakeAll()
 	require.Len(t, reports, 1)
 	assert.Equal(t, mtasts.ReportSummary{TotalSuccessfulSessionCount: 1, TotalFailureSessionCount: 1}, reports[0].Policies[0].Summary)
+}
+
+// newCollector returns a collector with every field a report needs, and the
+// clock now (time.Now if nil).
+func newCollector(now func() time.Time) *mtasts.ReportCollector {
+	return &mtasts.ReportCollector{
+		OrganizationName: "Example Sender Inc.",
+		ContactInfo:      "tlsrpt-admin@sender.example",
+		Submitter:        "mail.sender.example",
+		Now:              now,
+	}
+}
+
+// A collector without a field RFC 8460 requires of every report refuses to
+// count anything, rather than produce reports with empty fields.
+func TestReportCollectorRefusesIncompleteConfig(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name   string
+		change func(c *mtasts.ReportCollector)
+		want   string
+	}{
+		{"zero value", func(c *mtasts.ReportCollector) { *c = mtasts.ReportCollector{} }, "OrganizationName"},
+		{"no organization name", func(c *mtasts.ReportCollector) { c.OrganizationName = "" }, "OrganizationName"},
+		{"blank organization name", func(c *mtasts.ReportCollector) { c.OrganizationName = " \t" }, "OrganizationName"},
+		{"no contact info", func(c *mtasts.ReportCollector) { c.ContactInfo = "" }, "ContactInfo"},
+		{"no submitter", func(c *mtasts.ReportCollector) { c.Submitter = "" }, "Submitter"},
+		{"submitter not a domain", func(c *mtasts.ReportCollector) { c.Submitter = "mail..sender.example" }, "Submitter"},
+		{"submitter an address literal", func(c *mtasts.ReportCollector) { c.Submitter = "[127.0.0.1]" }, "Submitter"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			c := newCollector(nil)
+			tt.change(c)
+			for range 2 {
+				err := c.Add(mtasts.SessionResult{Domain: "example.com"})
+				require.ErrorIs(t, err, mtasts.ErrCollectorConfig)
+				assert.NotErrorIs(t, err, mtasts.ErrInvalidReport)
+				assert.Contains(t, err.Error(), tt.want)
+			}
+			assert.Empty(t, c.TakeAll(), "a result was counted")
+		})
+	}
+}
+
+// The collector's Submitter is the one submitter of a report: its id, its
+// file name, and the headers and Subject of its mail, whatever the From
+// address. It is given in A-labels, however the collector was given it.
+func TestReportSubmitterHasOneSource(t *testing.T) {
+	t.Parallel()
+	c := newCollector(nil)
+	c.Submitter = "MAIL.Bücher.example."
+	const submitter = "mail.xn--bcher-kva.example"
+	require.NoError(t, c.Add(mtasts.SessionResult{Domain: "example.com", Time: time.Date(2024, 5, 1, 12, 0, 0, 0, time.UTC)}))
+	reports := c.TakeAll()
+	require.Len(t, reports, 1)
+	r := reports[0]
+	assert.Equal(t, submitter, r.Submitter)
+	assert.True(t, strings.HasSuffix(r.ReportID, "@"+submitter), r.ReportID)
+	assert.True(t, strings.HasPrefix(r.Filename(), submitter+"!example.com!"), r.Filename())
+	assert.Empty(t, checkReportSchema(mustJSON(t, r)), "Submitter is not a field of the JSON document")
+
+	msg, err := r.Mail("tlsrpt@reports.sender.example", []string{"tlsrpt@example.com"}, time.Time{})
+	require.NoError(t, err)
+	m, err := mail.ReadMessage(bytes.NewReader(msg))
+	require.NoError(t, err)
+	assert.Equal(t, "tlsrpt@reports.sender.example", m.Header.Get("From"))
+	assert.Equal(t, submitter, m.Header.Get("TLS-Report-Submitter"))
+	assert.Contains(t, m.Header.Get("Subject"), " Submitter: "+submitter+" ")
+	assert.Contains(t, m.Header.Get("Subject"), "Report-ID: <"+r.ReportID+">")
+	assert.Contains(t, m.Header.Get("Message-ID"), "@"+submitter+">")
+	_, params, err := mime.ParseMediaType(m.Header.Get("Content-Type"))
+	require.NoError(t, err)
+	mr := multipart.NewReader(m.Body, params["boundary"])
+	_, err = mr.NextPart()
+	require.NoError(t, err)
+	att, err := mr.NextPart()
+	require.NoError(t, err)
+	assert.Equal(t, r.Filename(), att.FileName())
+
+	// A report decoded from JSON has no submitter until it is given one.
+	var decoded mtasts.Report
+	require.NoError(t, json.Unmarshal(mustJSON(t, r), &decoded))
+	assert.Empty(t, decoded.Submitter)
+	_, err = decoded.Mail("tlsrpt@reports.sender.example", []string{"tlsrpt@example.com"}, time.Time{})
+	assert.ErrorIs(t, err, mtasts.ErrInvalidReport)
+	decoded.Submitter = submitter
+	_, err = decoded.Mail("tlsrpt@reports.sender.example", []string{"tlsrpt@example.com"}, time.Time{})
+	assert.NoError(t, err)
 }
 
 // An MX refused before any connection has no sending address of its own: the
@@ -548,7 +638,7 @@ func TestReportCollectorDefaultSendingIP(t *testing.T) {
 func TestReportCollectorLateResults(t *testing.T) {
 	t.Parallel()
 	day := time.Date(2024, 5, 1, 0, 0, 0, 0, time.UTC)
-	c := &mtasts.ReportCollector{Now: func() time.Time { return day.Add(36 * time.Hour) }}
+	c := newCollector(func() time.Time { return day.Add(36 * time.Hour) })
 	add := func(n int) {
 		for range n {
 			require.NoError(t, c.Add(mtasts.SessionResult{Domain: "example.com", Time: day.Add(time.Hour)}))
@@ -564,14 +654,14 @@ func TestReportCollectorLateResults(t *testing.T) {
 	assert.Equal(t, int64(2), second[0].Policies[0].Summary.TotalSuccessfulSessionCount)
 	assert.Equal(t, first[0].DateRange, second[0].DateRange)
 	assert.NotEqual(t, first[0].ReportID, second[0].ReportID)
-	assert.NotContains(t, first[0].ReportID, "@", "a report id without a Submitter")
+	assert.Regexp(t, `^20240501\.[A-Z2-7]+@mail\.sender\.example$`, first[0].ReportID)
 }
 
 // A result without a time is counted on the day of the collector's clock.
 func TestReportCollectorClock(t *testing.T) {
 	t.Parallel()
 	now := time.Date(2024, 5, 1, 23, 59, 59, 0, time.FixedZone("UTC-5", -5*3600)) // 2024-05-02 04:59:59 UTC
-	c := &mtasts.ReportCollector{Now: func() time.Time { return now }}
+	c := newCollector(func() time.Time { return now })
 	require.NoError(t, c.Add(mtasts.SessionResult{Domain: "example.com"}))
 	r := c.TakeAll()
 	require.Len(t, r, 1)
@@ -589,7 +679,7 @@ func TestReportCollectorConcurrent(t *testing.T) {
 	)
 	day := time.Date(2024, 5, 1, 0, 0, 0, 0, time.UTC)
 	domains := []string{"a.example", "b.example", "c.example"}
-	c := &mtasts.ReportCollector{Now: func() time.Time { return day.Add(72 * time.Hour) }}
+	c := newCollector(func() time.Time { return day.Add(72 * time.Hour) })
 	fail := fmt.Errorf("%w: no", mtasts.ErrNoSTARTTLS)
 
 	var (
@@ -690,7 +780,7 @@ func TestReportGzipAndFilename(t *testing.T) {
 	require.NoError(t, err)
 	assert.Equal(t, plain, unzipped)
 	// RFC 8460 §5.1: sender!policy-domain!begin-timestamp!end-timestamp.json.gz
-	assert.Equal(t, "mail.sender.example!example.com!1714521600!1714607999.json.gz", r.Filename("mail.sender.example"))
+	assert.Equal(t, "mail.sender.example!example.com!1714521600!1714607999.json.gz", r.Filename())
 }
 
 // reportSink serves a TLSRPT https: destination: it checks each request as
@@ -927,6 +1017,11 @@ func TestReportMailRefuses(t *testing.T) {
 		r.ReportID = id
 		return &r
 	}
+	withSubmitter := func(submitter string) *mtasts.Report {
+		r := *good
+		r.Submitter = submitter
+		return &r
+	}
 	tests := []struct {
 		name string
 		r    *mtasts.Report
@@ -941,6 +1036,8 @@ func TestReportMailRefuses(t *testing.T) {
 		{"no recipients", good, "tlsrpt@mail.sender.example", nil},
 		{"recipient not an address", good, "tlsrpt@mail.sender.example", []string{"a@example.com", "nobody"}},
 		{"recipient with a line break", good, "tlsrpt@mail.sender.example", []string{"a@example.com\r\nBcc: b@example.com"}},
+		{"no submitter", withSubmitter(""), "tlsrpt@mail.sender.example", []string{"a@example.com"}},
+		{"submitter not a domain", withSubmitter("mail..sender.example"), "tlsrpt@mail.sender.example", []string{"a@example.com"}},
 		{"report id with a space", withID("a b"), "tlsrpt@mail.sender.example", []string{"a@example.com"}},
 		{"report id with an empty right side", withID("ab@"), "tlsrpt@mail.sender.example", []string{"a@example.com"}},
 		{"report id with a bracket", withID("a>b"), "tlsrpt@mail.sender.example", []string{"a@example.com"}},
