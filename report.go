@@ -213,14 +213,37 @@ func (r *Report) Gzip() ([]byte, error) {
 }
 
 // Filename returns the name RFC 8460 §5.1 gives the gzipped report:
-// "<Submitter>!<policy domain>!<start>!<end>.json.gz", the times in seconds
-// since 1970.
+// "<Submitter>!<policy domain>!<start>!<end>!<unique-id>.json.gz", the times
+// in seconds since 1970. The unique-id, which §5.1 provides to tell apart
+// reports for one domain and time range, is the letters and digits of the
+// report id before its "@"; it is left out, with its "!", if there are none.
+// Two reports of a ReportCollector for one domain and day, such as one taken
+// at midnight and one of results added late, so have different names.
 func (r *Report) Filename() string {
-	return reportFilename(r.Submitter, r.policyDomain(), r.DateRange)
+	return reportFilename(r.Submitter, r.policyDomain(), r.DateRange, r.ReportID)
 }
 
-func reportFilename(submitter, domain string, dr ReportDateRange) string {
-	return fmt.Sprintf("%s!%s!%d!%d.json.gz", submitter, domain, dr.Start.Unix(), dr.End.Unix())
+func reportFilename(submitter, domain string, dr ReportDateRange, reportID string) string {
+	name := fmt.Sprintf("%s!%s!%d!%d", submitter, domain, dr.Start.Unix(), dr.End.Unix())
+	if id := uniqueID(reportID); id != "" {
+		name += "!" + id
+	}
+	return name + ".json.gz"
+}
+
+// uniqueID returns the unique-id of RFC 8460 §5.1, 1*(ALPHA / DIGIT), for a
+// report id: the letters and digits of its part before the last "@".
+func uniqueID(reportID string) string {
+	if i := strings.LastIndexByte(reportID, '@'); i >= 0 {
+		reportID = reportID[:i]
+	}
+	var b strings.Builder
+	for i := 0; i < len(reportID); i++ {
+		if c := reportID[i]; 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' {
+			b.WriteByte(c)
+		}
+	}
+	return b.String()
 }
 
 // policyDomain returns the domain the report is about, that of its first
@@ -529,7 +552,7 @@ func (c *ReportCollector) report(k dayKey, d *dayResults) *Report {
 		OrganizationName: c.OrganizationName,
 		DateRange:        ReportDateRange{Start: start, End: start.Add(24*time.Hour - time.Second)},
 		ContactInfo:      c.ContactInfo,
-		ReportID:         c.reportID(start),
+		ReportID:         c.reportID(),
 		Submitter:        c.submitter,
 	}
 	for _, p := range d.policies {
@@ -570,10 +593,18 @@ func (c *ReportCollector) report(k dayKey, d *dayResults) *Report {
 	return r
 }
 
-// reportID returns a new id for a report: the day and a random part, then
-// "@" and the Submitter.
-func (c *ReportCollector) reportID(day time.Time) string {
-	return day.Format("20060102") + "." + rand.Text() + "@" + c.submitter
+// reportID returns a new id for a report: a random part, "@" and the
+// Submitter. The random part, also the unique-id of the report's file name,
+// is short so that the Report-ID of a long Submitter keeps within a mail
+// line (RFC 5322 §2.1.1).
+func (c *ReportCollector) reportID() string {
+	return randomID() + "@" + c.submitter
+}
+
+// randomID returns 16 random characters of base32, 80 bits: with the
+// submitter's domain beside them, unique.
+func randomID() string {
+	return rand.Text()[:16]
 }
 
 func (c *ReportCollector) now() time.Time {
@@ -671,7 +702,15 @@ var reportTransport = sync.OnceValue(func() *http.Transport {
 // TLS-Report-Submitter; and the Subject "Report Domain: <policy domain>
 // Submitter: <submitter> Report-ID: <id>". The submitter is the report's
 // Submitter, which must be set; from should be an address of that domain.
-// Lines end in CRLF.
+// Domain names are written in A-labels.
+//
+// Lines end in CRLF. Header fields are folded at their white space (RFC 5322
+// §2.2.3), the file name is split into parameter continuations (RFC 2231
+// §3), and the text is wrapped, so that lines keep within 78 characters (RFC
+// 5322 §2.1.1) unless a single word is longer: a domain name or address of
+// more than 77 characters, or a Message-ID or Report-ID of more than 77,
+// which a collector's report has when its Submitter is longer than 58. Such a
+// line is still far within the limit of 998.
 //
 // The caller must DKIM-sign the message for the submitter's domain, including
 // the TLS-Report-* headers, before sending it: RFC 8460 §3 has receivers
@@ -736,7 +775,7 @@ func (r *Report) Mail(from string, to []string, date time.Time) ([]byte, error) 
 	att.Set("Content-Type", reportGzipType)
 	att.Set("Content-Transfer-Encoding", "base64")
 	// Folded as in the example of RFC 8460 §5.3.1.
-	att.Set("Content-Disposition", "attachment;\r\n"+` filename="`+reportFilename(submitter, domain, r.DateRange)+`"`)
+	att.Set("Content-Disposition", "attachment;"+filenameParam(reportFilename(submitter, domain, r.DateRange, r.ReportID)))
 	if w, err = mw.CreatePart(att); err != nil {
 		return nil, err
 	}
@@ -746,13 +785,19 @@ func (r *Report) Mail(from string, to []string, date time.Time) ([]byte, error) 
 	}
 
 	var m bytes.Buffer
-	header := func(name, value string) { m.WriteString(name + ": " + value + "\r\n") }
+	header := func(name string, words ...string) { m.WriteString(foldHeader(name, words)) }
 	header("From", from)
-	header("To", strings.Join(to, ",\r\n "))
-	// RFC 8460 §5.3.1: the Subject, folded as in its example.
-	header("Subject", "Report Domain: "+domain+"\r\n Submitter: "+submitter+"\r\n Report-ID: "+msgID)
+	recipients := make([]string, len(to))
+	for i, a := range to {
+		recipients[i] = a + ","
+	}
+	recipients[len(to)-1] = to[len(to)-1]
+	header("To", recipients...)
+	// RFC 8460 §5.3.1: the Subject, whose grammar allows folding between
+	// any two of its words.
+	header("Subject", "Report", "Domain:", domain, "Submitter:", submitter, "Report-ID:", msgID)
 	header("Date", date.Format(time.RFC1123Z))
-	header("Message-ID", "<"+rand.Text()+"@"+submitter+">")
+	header("Message-ID", "<"+randomID()+"@"+submitter+">")
 	// RFC 8460 §5.3.1: these two headers MUST be included.
 	header("TLS-Report-Domain", domain)
 	header("TLS-Report-Submitter", submitter)
@@ -760,7 +805,7 @@ func (r *Report) Mail(from string, to []string, date time.Time) ([]byte, error) 
 	// lets the message say so to the MTAs that relay it.
 	header("TLS-Required", "No")
 	header("MIME-Version", "1.0")
-	header("Content-Type", `multipart/report; report-type="tlsrpt";`+"\r\n"+` boundary="`+mw.Boundary()+`"`)
+	header("Content-Type", "multipart/report;", `report-type="tlsrpt";`, `boundary="`+mw.Boundary()+`"`)
 	m.WriteString("\r\n")
 	m.Write(body.Bytes())
 	return m.Bytes(), nil
@@ -780,20 +825,86 @@ func (r *Report) messageID(submitter string) (string, error) {
 	return "<" + left + "@" + right + ">", nil
 }
 
-// humanText is the text/plain part of a report message: ASCII lines of fewer
-// than 78 characters.
+// humanText is the text/plain part of a report message: ASCII, wrapped at
+// 78 characters.
 func (r *Report) humanText(submitter, domain, msgID string) string {
 	const layout = "2006-01-02 15:04:05"
 	var b strings.Builder
-	fmt.Fprintf(&b, "This is an aggregate TLS report (RFC 8460) from %s\r\n", submitter)
-	fmt.Fprintf(&b, "about the SMTP sessions it held to deliver mail to %s\r\n", domain)
-	fmt.Fprintf(&b, "from %s to %s UTC.\r\n\r\n", r.DateRange.Start.UTC().Format(layout), r.DateRange.End.UTC().Format(layout))
-	fmt.Fprintf(&b, "Report-ID: %s\r\n", msgID)
+	wrap(&b, fmt.Sprintf("This is an aggregate TLS report (RFC 8460) from %s about the SMTP sessions it held to deliver mail to %s from %s to %s UTC.",
+		submitter, domain, r.DateRange.Start.UTC().Format(layout), r.DateRange.End.UTC().Format(layout)))
+	b.WriteString("\r\n")
+	wrap(&b, "Report-ID: "+msgID)
 	for _, p := range r.Policies {
-		fmt.Fprintf(&b, "Policy %s: %d successful sessions, %d failed.\r\n", p.Policy.Type,
-			p.Summary.TotalSuccessfulSessionCount, p.Summary.TotalFailureSessionCount)
+		wrap(&b, fmt.Sprintf("Policy %s: %d successful sessions, %d failed.", p.Policy.Type,
+			p.Summary.TotalSuccessfulSessionCount, p.Summary.TotalFailureSessionCount))
 	}
-	b.WriteString("\r\nThe report is attached as " + reportGzipType + ".\r\n")
+	b.WriteString("\r\n")
+	wrap(&b, "The report is attached as "+reportGzipType+".")
+	return b.String()
+}
+
+// maxLine is the length RFC 5322 §2.1.1 says lines SHOULD keep within, not
+// counting the CRLF.
+const maxLine = 78
+
+// wrap writes the words of text in lines of at most maxLine characters, each
+// ending in CRLF; a word longer than that has a line of its own.
+func wrap(b *strings.Builder, text string) {
+	n := 0
+	for _, w := range strings.Fields(text) {
+		switch {
+		case n == 0:
+		case n+1+len(w) > maxLine:
+			b.WriteString("\r\n")
+			n = 0
+		default:
+			b.WriteByte(' ')
+			n++
+		}
+		b.WriteString(w)
+		n += len(w)
+	}
+	b.WriteString("\r\n")
+}
+
+// foldHeader returns the header field "name: words", folded (RFC 5322
+// §2.2.3) before a word that would take its line past maxLine characters. A
+// word longer than that has a line of its own.
+func foldHeader(name string, words []string) string {
+	var b strings.Builder
+	b.WriteString(name + ":")
+	n := len(name) + 1
+	for _, w := range words {
+		if n+1+len(w) > maxLine && n > 0 {
+			b.WriteString("\r\n")
+			n = 0
+		}
+		b.WriteString(" " + w)
+		n += 1 + len(w)
+	}
+	b.WriteString("\r\n")
+	return b.String()
+}
+
+// filenameParam returns the filename parameter of a Content-Disposition,
+// with its leading ";" separator omitted and a fold before it: one quoted
+// value when it fits a line, else RFC 2231 §3 continuations
+// (filename*0="..."; filename*1="..."), each on a line of its own within
+// maxLine characters. The name is ASCII without quotes or backslashes.
+func filenameParam(name string) string {
+	if len(` filename=""`)+len(name) <= maxLine {
+		return "\r\n" + ` filename="` + name + `"`
+	}
+	const chunk = maxLine - len(` filename*00="";`)
+	var b strings.Builder
+	for i := 0; name != ""; i++ {
+		n := min(chunk, len(name))
+		if i > 0 {
+			b.WriteString(";")
+		}
+		fmt.Fprintf(&b, "\r\n filename*%d=\"%s\"", i, name[:n])
+		name = name[n:]
+	}
 	return b.String()
 }
 

@@ -442,7 +442,7 @@ func TestReportMixedDay(t *testing.T) {
 	var gotDoc, wantDoc map[string]any
 	require.NoError(t, json.Unmarshal(data, &gotDoc))
 	require.NoError(t, json.Unmarshal(want, &wantDoc))
-	idPattern := regexp.MustCompile(`^20240501\.[A-Z2-7]{26}@mail\.sender\.example$`)
+	idPattern := regexp.MustCompile(`^[A-Z2-7]{16}@mail\.sender\.example$`)
 	assert.Regexp(t, idPattern, gotDoc["report-id"])
 	assert.Regexp(t, idPattern, wantDoc["report-id"])
 	gotDoc["report-id"] = wantDoc["report-id"]
@@ -654,7 +654,12 @@ func TestReportCollectorLateResults(t *testing.T) {
 	assert.Equal(t, int64(2), second[0].Policies[0].Summary.TotalSuccessfulSessionCount)
 	assert.Equal(t, first[0].DateRange, second[0].DateRange)
 	assert.NotEqual(t, first[0].ReportID, second[0].ReportID)
-	assert.Regexp(t, `^20240501\.[A-Z2-7]+@mail\.sender\.example$`, first[0].ReportID)
+	assert.Regexp(t, `^[A-Z2-7]{16}@mail\.sender\.example$`, first[0].ReportID)
+	// RFC 8460 §5.1: the unique-id tells apart the files of the two reports.
+	assert.NotEqual(t, first[0].Filename(), second[0].Filename())
+	for _, r := range append(first, second...) {
+		assert.Regexp(t, `^mail\.sender\.example!example\.com!1714521600!1714607999![A-Z2-7]{16}\.json\.gz$`, r.Filename())
+	}
 }
 
 // A result without a time is counted on the day of the collector's clock.
@@ -779,8 +784,24 @@ func TestReportGzipAndFilename(t *testing.T) {
 	unzipped, err := io.ReadAll(zr)
 	require.NoError(t, err)
 	assert.Equal(t, plain, unzipped)
-	// RFC 8460 §5.1: sender!policy-domain!begin-timestamp!end-timestamp.json.gz
-	assert.Equal(t, "mail.sender.example!example.com!1714521600!1714607999.json.gz", r.Filename())
+	// RFC 8460 §5.1: sender!policy-domain!begin-timestamp!end-timestamp!unique-id.json.gz
+	id := strings.TrimSuffix(r.ReportID, "@mail.sender.example")
+	assert.Regexp(t, `^[A-Z2-7]{16}$`, id)
+	assert.Equal(t, "mail.sender.example!example.com!1714521600!1714607999!"+id+".json.gz", r.Filename())
+
+	// The unique-id is the letters and digits of any report id's left side,
+	// and left out when there are none.
+	for reportID, want := range map[string]string{
+		"5065427c-23d3-47ca-b6e0-946ea0e8c4be": "!5065427c23d347cab6e0946ea0e8c4be.json.gz",
+		"20240501.a_b@c.example":               "!20240501ab.json.gz",
+		"--@mail.sender.example":               "!1714607999.json.gz",
+		"":                                     "!1714607999.json.gz",
+		"x@y@z":                                "!xy.json.gz",
+	} {
+		other := *r
+		other.ReportID = reportID
+		assert.True(t, strings.HasSuffix(other.Filename(), want), "report id %q: %s", reportID, other.Filename())
+	}
 }
 
 // reportSink serves a TLSRPT https: destination: it checks each request as
@@ -935,7 +956,7 @@ func TestReportMail(t *testing.T) {
 	gotDate, err := h.Date()
 	require.NoError(t, err)
 	assert.True(t, date.Equal(gotDate), "Date %v, want %v", gotDate, date)
-	assert.Regexp(t, `^<[A-Z2-7]{26}@mail\.sender\.example>$`, h.Get("Message-ID"))
+	assert.Regexp(t, `^<[A-Z2-7]{16}@mail\.sender\.example>$`, h.Get("Message-ID"))
 	assert.Equal(t, "1.0", h.Get("MIME-Version"))
 	// RFC 8460 §5.3.1: the two headers, and the Subject of its ABNF.
 	assert.Equal(t, "example.com", h.Get("TLS-Report-Domain"))
@@ -974,7 +995,8 @@ func TestReportMail(t *testing.T) {
 	disp, params, err := mime.ParseMediaType(att.Header.Get("Content-Disposition"))
 	require.NoError(t, err)
 	assert.Equal(t, "attachment", disp)
-	assert.Equal(t, "mail.sender.example!example.com!1714521600!1714607999.json.gz", params["filename"])
+	assert.Equal(t, r.Filename(), params["filename"])
+	assert.Regexp(t, `^mail\.sender\.example!example\.com!1714521600!1714607999![A-Z2-7]{16}\.json\.gz$`, params["filename"])
 	assert.Equal(t, params["filename"], att.FileName())
 	zr, err := gzip.NewReader(base64.NewDecoder(base64.StdEncoding, att))
 	require.NoError(t, err)
@@ -1007,6 +1029,80 @@ func TestReportMailHeadersFold(t *testing.T) {
 	assert.Len(t, got, 10)
 	_, err = m.Header.Date()
 	assert.NoError(t, err, "a zero date is now")
+}
+
+// Every line of a report message keeps within 78 characters (RFC 5322
+// §2.1.1), with long and internationalized names, and the folded fields,
+// split file name and wrapped text read back as they were.
+func TestReportMailLineLengths(t *testing.T) {
+	t.Parallel()
+	submitters := []string{
+		"mail.sender.example",
+		"mail.bücher.example",
+		"outbound-relay-07.mail-cluster.eu-west-1.sender-co.example", // 58 characters, the most that fits
+	}
+	domains := []string{
+		"example.com",
+		"bücher-und-zeitschriften.beispiel-verlag.example",
+		"bücher-und-zeitschriften.österreichischer-verlag.example",
+	}
+	var to []string
+	for i := range 4 {
+		to = append(to, fmt.Sprintf("tlsrpt-reports-%d@tlsrpt-collector.reporting.example.net", i))
+	}
+	day := time.Date(2024, 5, 1, 12, 0, 0, 0, time.UTC)
+	for _, submitter := range submitters {
+		for _, domain := range domains {
+			t.Run(submitter+" "+domain, func(t *testing.T) {
+				t.Parallel()
+				c := newCollector(nil)
+				c.Submitter = submitter
+				require.NoError(t, c.Add(mtasts.SessionResult{Domain: domain, Time: day}))
+				reports := c.TakeAll()
+				require.Len(t, reports, 1)
+				r := reports[0]
+				aDomain := r.Policies[0].Policy.Domain
+				msg, err := r.Mail("tlsrpt@"+r.Submitter, to, day.Add(24*time.Hour))
+				require.NoError(t, err)
+
+				lines := strings.SplitAfter(string(msg), "\n")
+				require.Equal(t, "", lines[len(lines)-1], "the message ends in a line ending")
+				for i, line := range lines[:len(lines)-1] {
+					require.True(t, strings.HasSuffix(line, "\r\n"), "line %d %q does not end in CRLF", i+1, line)
+					line = strings.TrimSuffix(line, "\r\n")
+					assert.LessOrEqual(t, len(line), 78, "line %d %q", i+1, line)
+					assert.NotContains(t, line, "\r", "line %d", i+1)
+					for _, c := range []byte(line) {
+						require.Less(t, c, byte(0x80), "line %d %q is not ASCII", i+1, line)
+					}
+				}
+
+				m, err := mail.ReadMessage(bytes.NewReader(msg))
+				require.NoError(t, err)
+				assert.Equal(t, "Report Domain: "+aDomain+" Submitter: "+r.Submitter+" Report-ID: <"+r.ReportID+">", m.Header.Get("Subject"))
+				assert.Equal(t, aDomain, m.Header.Get("TLS-Report-Domain"))
+				assert.Equal(t, r.Submitter, m.Header.Get("TLS-Report-Submitter"))
+				got, err := m.Header.AddressList("To")
+				require.NoError(t, err)
+				assert.Len(t, got, len(to))
+				_, params, err := mime.ParseMediaType(m.Header.Get("Content-Type"))
+				require.NoError(t, err)
+				mr := multipart.NewReader(m.Body, params["boundary"])
+				text, err := mr.NextPart()
+				require.NoError(t, err)
+				body, err := io.ReadAll(text)
+				require.NoError(t, err)
+				words := strings.Join(strings.Fields(string(body)), " ")
+				assert.Contains(t, words, "from "+r.Submitter+" about")
+				assert.Contains(t, words, "mail to "+aDomain+" from")
+				assert.Contains(t, words, "Report-ID: <"+r.ReportID+">")
+				att, err := mr.NextPart()
+				require.NoError(t, err)
+				assert.Equal(t, r.Filename(), att.FileName())
+				assert.True(t, strings.HasPrefix(att.FileName(), r.Submitter+"!"+aDomain+"!"), att.FileName())
+			})
+		}
+	}
 }
 
 func TestReportMailRefuses(t *testing.T) {
