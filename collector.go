@@ -56,8 +56,8 @@ type SessionResult struct {
 // must be set: until they are, Add returns ErrCollectorConfig.
 //
 // A ReportCollector is safe for concurrent use by multiple goroutines. Its
-// fields must not be changed after the first call to Add, and it must not be
-// copied after first use. It keeps its results in memory only.
+// fields must not be changed after the first call to Add that succeeds, and
+// it must not be copied after first use. It keeps its results in memory only.
 type ReportCollector struct {
 	// OrganizationName is the organization-name of the reports: who sends
 	// them. Required (RFC 8460 §4.4).
@@ -84,34 +84,34 @@ type ReportCollector struct {
 	// Now returns the current time. If nil, time.Now is used.
 	Now func() time.Time
 
-	config    sync.Once // config checks the fields above once
-	configErr error
-	submitter string // Submitter in A-labels
-
-	mu   sync.Mutex // mu guards days
-	days map[dayKey]*dayResults
+	mu        sync.Mutex // mu guards submitter and days
+	submitter string     // Submitter in A-labels, once the fields are checked
+	days      map[dayKey]*dayResults
 }
 
 // checkConfig returns an error wrapping ErrCollectorConfig when a field every
-// report needs is missing or invalid.
+// report needs is missing or invalid. Once they are found complete, they are
+// not checked again: they must not change after the first Add that counts.
 func (c *ReportCollector) checkConfig() error {
-	c.config.Do(func() {
-		switch {
-		case strings.TrimSpace(c.OrganizationName) == "":
-			c.configErr = fmt.Errorf("%w: no OrganizationName (organization-name, RFC 8460 §4.4)", ErrCollectorConfig)
-		case strings.TrimSpace(c.ContactInfo) == "":
-			c.configErr = fmt.Errorf("%w: no ContactInfo (contact-info, RFC 8460 §4.4)", ErrCollectorConfig)
-		case c.Submitter == "":
-			c.configErr = fmt.Errorf("%w: no Submitter (the sending MTA's domain, RFC 8460 §5.1)", ErrCollectorConfig)
-		default:
-			d, err := normalizeDomain(c.Submitter)
-			if err != nil {
-				c.configErr = fmt.Errorf("%w: Submitter: %w", ErrCollectorConfig, err)
-			}
-			c.submitter = d
-		}
-	})
-	return c.configErr
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.submitter != "" {
+		return nil
+	}
+	switch {
+	case strings.TrimSpace(c.OrganizationName) == "":
+		return fmt.Errorf("%w: no OrganizationName (organization-name, RFC 8460 §4.4)", ErrCollectorConfig)
+	case strings.TrimSpace(c.ContactInfo) == "":
+		return fmt.Errorf("%w: no ContactInfo (contact-info, RFC 8460 §4.4)", ErrCollectorConfig)
+	case c.Submitter == "":
+		return fmt.Errorf("%w: no Submitter (the sending MTA's domain, RFC 8460 §5.1)", ErrCollectorConfig)
+	}
+	d, err := normalizeDomain(c.Submitter)
+	if err != nil {
+		return fmt.Errorf("%w: Submitter: %w", ErrCollectorConfig, err)
+	}
+	c.submitter = d
+	return nil
 }
 
 type dayKey struct {

@@ -537,6 +537,12 @@ func TestReportCollectorRefusesIncompleteConfig(t *testing.T) {
 				assert.Contains(t, err.Error(), tt.want)
 			}
 			assert.Empty(t, c.TakeAll(), "a result was counted")
+
+			// Completed, the collector counts.
+			good := newCollector(nil)
+			c.OrganizationName, c.ContactInfo, c.Submitter = good.OrganizationName, good.ContactInfo, good.Submitter
+			require.NoError(t, c.Add(mtasts.SessionResult{Domain: "example.com"}))
+			assert.Len(t, c.TakeAll(), 1)
 		})
 	}
 }
