@@ -136,10 +136,14 @@ type ReportSummary struct {
 // address, MX host, HELO name, receiving address and reason (RFC 8460 §4.3,
 // §4.4).
 type FailureDetail struct {
-	ResultType          ResultType `json:"result-type"`
-	SendingMTAIP        string     `json:"sending-mta-ip"`
-	ReceivingMXHostname string     `json:"receiving-mx-hostname"`
-	ReceivingMXHelo     string     `json:"receiving-mx-helo,omitempty"` // optional in RFC 8460 §4.4
+	ResultType ResultType `json:"result-type"`
+
+	// SendingMTAIP is required (RFC 8460 §4.4). For an MX refused before
+	// any connection, a ReportCollector gives its own SendingIP.
+	SendingMTAIP string `json:"sending-mta-ip"`
+
+	ReceivingMXHostname string `json:"receiving-mx-hostname"`
+	ReceivingMXHelo     string `json:"receiving-mx-helo,omitempty"` // optional in RFC 8460 §4.4
 
 	// ReceivingIP is left out when unknown, as in the example of RFC 8460
 	// Appendix B.
