@@ -70,8 +70,8 @@ func reportSchema() schemaField {
 		"policies": {kind: jsonArray, required: true, elem: &schemaField{kind: jsonObject, fields: map[string]schemaField{
 			"policy": {kind: jsonObject, required: true, fields: map[string]schemaField{
 				"policy-type": {kind: jsonString, required: true, enum: []string{"tlsa", "sts", "no-policy-found"}},
-				// Required for "sts", which checkReportSchema checks; there is
-				// no policy to describe for "no-policy-found".
+				// Required, which checkSchema checks: an empty array for
+				// "no-policy-found", which has no policy to describe.
 				"policy-string": stringArray,
 				"policy-domain": str(true),
 				"mx-host":       stringArray,
@@ -176,10 +176,12 @@ func checkSchema(problems *[]string, path string, v any, s schemaField) {
 			}
 			checkSchema(problems, path+"."+name, e, f)
 		}
-		if o["policy-type"] == "sts" {
+		// RFC 8460 §4.4 does not mark policy-string and mx-host optional;
+		// for no-policy-found they are empty arrays.
+		if pt, ok := o["policy-type"].(string); ok {
 			for _, name := range []string{"policy-string", "mx-host"} {
 				if _, ok := o[name]; !ok {
-					fail("no %q in an sts policy", name)
+					fail("no %q in the %s policy", name, pt)
 				}
 			}
 		}
@@ -215,7 +217,7 @@ func TestReportSchemaCheck(t *testing.T) {
 		{"fractional count", `"failed-session-count": 100`, `"failed-session-count": 1.5`, "non-negative integer"},
 		{"mx-host as a string", `"mx-host": ["*.mail.company-y.example"]`, `"mx-host": "*.mail.company-y.example"`, "is not an array"},
 		{"sts without mx-host", `,
-      "mx-host": ["*.mail.company-y.example"]`, ``, `no "mx-host" in an sts policy`},
+      "mx-host": ["*.mail.company-y.example"]`, ``, `no "mx-host" in the sts policy`},
 		{"date without zone", `"2016-04-01T00:00:00Z"`, `"2016-04-01T00:00:00"`, "RFC 3339"},
 		{"unknown result type", `"certificate-expired"`, `"certificate-is-old"`, "is not one of"},
 		{"unknown policy type", `"policy-type": "sts"`, `"policy-type": "mta-sts"`, "is not one of"},
@@ -261,9 +263,9 @@ func TestReportJSONArraysAreNeverNull(t *testing.T) {
 	}{
 		{"no policies", mtasts.Report{}, `"policies":[]`},
 		{"no failure details", mtasts.Report{Policies: []mtasts.ReportPolicyResult{{}}}, `"failure-details":[]`},
-		{"no policy string for no-policy-found", mtasts.Report{Policies: []mtasts.ReportPolicyResult{{
+		{"empty policy string and mx-host for no-policy-found", mtasts.Report{Policies: []mtasts.ReportPolicyResult{{
 			Policy: mtasts.ReportPolicy{Type: mtasts.PolicyTypeNoPolicyFound, Domain: "example.com"},
-		}}}, `"policy":{"policy-type":"no-policy-found","policy-domain":"example.com"}`},
+		}}}, `"policy":{"policy-type":"no-policy-found","policy-string":[],"policy-domain":"example.com","mx-host":[]}`},
 		{"empty mx-host of an sts policy in mode none", mtasts.Report{Policies: []mtasts.ReportPolicyResult{{
 			Policy: mtasts.ReportPolicy{Type: mtasts.PolicyTypeSTS, PolicyString: []string{"version: STSv1", "mode: none", "max_age: 86400"}, Domain: "example.com", MXHost: []string{}},
 		}}}, `"mx-host":[]`},
@@ -440,7 +442,7 @@ func TestReportMixedDay(t *testing.T) {
 	var gotDoc, wantDoc map[string]any
 	require.NoError(t, json.Unmarshal(data, &gotDoc))
 	require.NoError(t, json.Unmarshal(want, &wantDoc))
-	idPattern := regexp.MustCompile(`^20240501\.[A-Z2-7]{26}@mail\.sender\.example$`)
+	idPattern := regexp.MustCompile(`^[A-Z2-7]{16}@mail\.sender\.example$`)
 	assert.Regexp(t, idPattern, gotDoc["report-id"])
 	assert.Regexp(t, idPattern, wantDoc["report-id"])
 	gotDoc["report-id"] = wantDoc["report-id"]
@@ -480,14 +482,14 @@ func TestReportCollectorAddRefusesIncompleteResults(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
-			var c mtasts.ReportCollector
+			c := newCollector(nil)
 			assert.ErrorIs(t, c.Add(tt.res), mtasts.ErrInvalidReport)
 			assert.Empty(t, c.TakeAll(), "a refused result was counted")
 		})
 	}
 
 	// The same results, completed, are counted.
-	var c mtasts.ReportCollector
+	c := newCollector(nil)
 	require.NoError(t, c.Add(mtasts.SessionResult{Domain: "EXAMPLE.com.", Policy: &fetched}))
 	require.NoError(t, c.Add(mtasts.SessionResult{Policy: &fetched, Err: failure, MXHost: "mx1.example.com", SendingIP: sender}))
 	reports := c.TakeAll()
@@ -495,12 +497,154 @@ func TestReportCollectorAddRefusesIncompleteResults(t *testing.T) {
 	assert.Equal(t, mtasts.ReportSummary{TotalSuccessfulSessionCount: 1, TotalFailureSessionCount: 1}, reports[0].Policies[0].Summary)
 }
 
+// newCollector returns a collector with every field a report needs, and the
+// clock now (time.Now if nil).
+func newCollector(now func() time.Time) *mtasts.ReportCollector {
+	return &mtasts.ReportCollector{
+		OrganizationName: "Example Sender Inc.",
+		ContactInfo:      "tlsrpt-admin@sender.example",
+		Submitter:        "mail.sender.example",
+		Now:              now,
+	}
+}
+
+// A collector without a field RFC 8460 requires of every report refuses to
+// count anything, rather than produce reports with empty fields.
+func TestReportCollectorRefusesIncompleteConfig(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name   string
+		change func(c *mtasts.ReportCollector)
+		want   string
+	}{
+		{"zero value", func(c *mtasts.ReportCollector) { *c = mtasts.ReportCollector{} }, "OrganizationName"},
+		{"no organization name", func(c *mtasts.ReportCollector) { c.OrganizationName = "" }, "OrganizationName"},
+		{"blank organization name", func(c *mtasts.ReportCollector) { c.OrganizationName = " \t" }, "OrganizationName"},
+		{"no contact info", func(c *mtasts.ReportCollector) { c.ContactInfo = "" }, "ContactInfo"},
+		{"no submitter", func(c *mtasts.ReportCollector) { c.Submitter = "" }, "Submitter"},
+		{"submitter not a domain", func(c *mtasts.ReportCollector) { c.Submitter = "mail..sender.example" }, "Submitter"},
+		{"submitter an address literal", func(c *mtasts.ReportCollector) { c.Submitter = "[127.0.0.1]" }, "Submitter"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			c := newCollector(nil)
+			tt.change(c)
+			for range 2 {
+				err := c.Add(mtasts.SessionResult{Domain: "example.com"})
+				require.ErrorIs(t, err, mtasts.ErrCollectorConfig)
+				assert.NotErrorIs(t, err, mtasts.ErrInvalidReport)
+				assert.Contains(t, err.Error(), tt.want)
+			}
+			assert.Empty(t, c.TakeAll(), "a result was counted")
+
+			// Completed, the collector counts.
+			good := newCollector(nil)
+			c.OrganizationName, c.ContactInfo, c.Submitter = good.OrganizationName, good.ContactInfo, good.Submitter
+			require.NoError(t, c.Add(mtasts.SessionResult{Domain: "example.com"}))
+			assert.Len(t, c.TakeAll(), 1)
+		})
+	}
+}
+
+// The collector's Submitter is the one submitter of a report: its id, its
+// file name, and the headers and Subject of its mail, whatever the From
+// address. It is given in A-labels, however the collector was given it.
+func TestReportSubmitterHasOneSource(t *testing.T) {
+	t.Parallel()
+	c := newCollector(nil)
+	c.Submitter = "MAIL.Bücher.example."
+	const submitter = "mail.xn--bcher-kva.example"
+	require.NoError(t, c.Add(mtasts.SessionResult{Domain: "example.com", Time: time.Date(2024, 5, 1, 12, 0, 0, 0, time.UTC)}))
+	reports := c.TakeAll()
+	require.Len(t, reports, 1)
+	r := reports[0]
+	assert.Equal(t, submitter, r.Submitter)
+	assert.True(t, strings.HasSuffix(r.ReportID, "@"+submitter), r.ReportID)
+	assert.True(t, strings.HasPrefix(r.Filename(), submitter+"!example.com!"), r.Filename())
+	assert.Empty(t, checkReportSchema(mustJSON(t, r)), "Submitter is not a field of the JSON document")
+
+	msg, err := r.Mail("tlsrpt@reports.sender.example", []string{"tlsrpt@example.com"}, time.Time{})
+	require.NoError(t, err)
+	m, err := mail.ReadMessage(bytes.NewReader(msg))
+	require.NoError(t, err)
+	assert.Equal(t, "tlsrpt@reports.sender.example", m.Header.Get("From"))
+	assert.Equal(t, submitter, m.Header.Get("TLS-Report-Submitter"))
+	assert.Contains(t, m.Header.Get("Subject"), " Submitter: "+submitter+" ")
+	assert.Contains(t, m.Header.Get("Subject"), "Report-ID: <"+r.ReportID+">")
+	assert.Contains(t, m.Header.Get("Message-ID"), "@"+submitter+">")
+	_, params, err := mime.ParseMediaType(m.Header.Get("Content-Type"))
+	require.NoError(t, err)
+	mr := multipart.NewReader(m.Body, params["boundary"])
+	_, err = mr.NextPart()
+	require.NoError(t, err)
+	att, err := mr.NextPart()
+	require.NoError(t, err)
+	assert.Equal(t, r.Filename(), att.FileName())
+
+	// A report decoded from JSON has no submitter until it is given one.
+	var decoded mtasts.Report
+	require.NoError(t, json.Unmarshal(mustJSON(t, r), &decoded))
+	assert.Empty(t, decoded.Submitter)
+	_, err = decoded.Mail("tlsrpt@reports.sender.example", []string{"tlsrpt@example.com"}, time.Time{})
+	assert.ErrorIs(t, err, mtasts.ErrInvalidReport)
+	decoded.Submitter = submitter
+	_, err = decoded.Mail("tlsrpt@reports.sender.example", []string{"tlsrpt@example.com"}, time.Time{})
+	assert.NoError(t, err)
+}
+
+// An MX refused before any connection has no sending address of its own: the
+// collector's SendingIP is reported for it, as RFC 8460 §4.4 requires a
+// sending-mta-ip in every failure detail.
+func TestReportCollectorDefaultSendingIP(t *testing.T) {
+	t.Parallel()
+	p, err := mtasts.ParsePolicy([]byte(enforcePolicy))
+	require.NoError(t, err)
+	p.Domain = "example.com"
+	refused := p.Validate("mx.attacker.example")
+	require.ErrorIs(t, refused, mtasts.ErrMXNotAllowed)
+	noSTARTTLS := fmt.Errorf("%w: no", mtasts.ErrNoSTARTTLS)
+	day := time.Date(2024, 5, 1, 12, 0, 0, 0, time.UTC)
+	c := &mtasts.ReportCollector{
+		OrganizationName: "Example Sender Inc.",
+		ContactInfo:      "tlsrpt-admin@sender.example",
+		Submitter:        "mail.sender.example",
+		SendingIP:        netip.MustParseAddr("127.0.0.10"),
+	}
+	require.NoError(t, c.Add(mtasts.SessionResult{Policy: p, Err: refused, MXHost: "mx.attacker.example", Time: day}))
+	// A result's own address wins over the collector's.
+	require.NoError(t, c.Add(mtasts.SessionResult{Policy: p, Err: noSTARTTLS, MXHost: "mx1.example.com", SendingIP: netip.MustParseAddr("::1"), Time: day}))
+	reports := c.TakeAll()
+	require.Len(t, reports, 1)
+	data, err := reports[0].JSON()
+	require.NoError(t, err)
+	assert.Empty(t, checkReportSchema(data))
+	details := reports[0].Policies[0].FailureDetails
+	require.Len(t, details, 2)
+	assert.Equal(t, mtasts.ResultValidationFailure, details[1].ResultType)
+	assert.Equal(t, "mx.attacker.example", details[1].ReceivingMXHostname)
+	assert.Equal(t, "127.0.0.10", details[1].SendingMTAIP, "the collector's address")
+	assert.Empty(t, details[1].ReceivingIP)
+	assert.Equal(t, mtasts.ResultSTARTTLSNotSupported, details[0].ResultType)
+	assert.Equal(t, "::1", details[0].SendingMTAIP, "the result's own address")
+
+	// Without an address of its own or the collector's, a failure is refused.
+	without := &mtasts.ReportCollector{
+		OrganizationName: c.OrganizationName,
+		ContactInfo:      c.ContactInfo,
+		Submitter:        c.Submitter,
+	}
+	err = without.Add(mtasts.SessionResult{Policy: p, Err: refused, MXHost: "mx.attacker.example", Time: day})
+	assert.ErrorIs(t, err, mtasts.ErrInvalidReport)
+	assert.Empty(t, without.TakeAll())
+}
+
 // Results added after their day's report was taken make a new report, with
 // its own id, holding only them.
 func TestReportCollectorLateResults(t *testing.T) {
 	t.Parallel()
 	day := time.Date(2024, 5, 1, 0, 0, 0, 0, time.UTC)
-	c := &mtasts.ReportCollector{Now: func() time.Time { return day.Add(36 * time.Hour) }}
+	c := newCollector(func() time.Time { return day.Add(36 * time.Hour) })
 	add := func(n int) {
 		for range n {
 			require.NoError(t, c.Add(mtasts.SessionResult{Domain: "example.com", Time: day.Add(time.Hour)}))
@@ -516,14 +660,19 @@ func TestReportCollectorLateResults(t *testing.T) {
 	assert.Equal(t, int64(2), second[0].Policies[0].Summary.TotalSuccessfulSessionCount)
 	assert.Equal(t, first[0].DateRange, second[0].DateRange)
 	assert.NotEqual(t, first[0].ReportID, second[0].ReportID)
-	assert.NotContains(t, first[0].ReportID, "@", "a report id without a Submitter")
+	assert.Regexp(t, `^[A-Z2-7]{16}@mail\.sender\.example$`, first[0].ReportID)
+	// RFC 8460 §5.1: the unique-id tells apart the files of the two reports.
+	assert.NotEqual(t, first[0].Filename(), second[0].Filename())
+	for _, r := range append(first, second...) {
+		assert.Regexp(t, `^mail\.sender\.example!example\.com!1714521600!1714607999![A-Z2-7]{16}\.json\.gz$`, r.Filename())
+	}
 }
 
 // A result without a time is counted on the day of the collector's clock.
 func TestReportCollectorClock(t *testing.T) {
 	t.Parallel()
 	now := time.Date(2024, 5, 1, 23, 59, 59, 0, time.FixedZone("UTC-5", -5*3600)) // 2024-05-02 04:59:59 UTC
-	c := &mtasts.ReportCollector{Now: func() time.Time { return now }}
+	c := newCollector(func() time.Time { return now })
 	require.NoError(t, c.Add(mtasts.SessionResult{Domain: "example.com"}))
 	r := c.TakeAll()
 	require.Len(t, r, 1)
@@ -541,7 +690,7 @@ func TestReportCollectorConcurrent(t *testing.T) {
 	)
 	day := time.Date(2024, 5, 1, 0, 0, 0, 0, time.UTC)
 	domains := []string{"a.example", "b.example", "c.example"}
-	c := &mtasts.ReportCollector{Now: func() time.Time { return day.Add(72 * time.Hour) }}
+	c := newCollector(func() time.Time { return day.Add(72 * time.Hour) })
 	fail := fmt.Errorf("%w: no", mtasts.ErrNoSTARTTLS)
 
 	var (
@@ -641,8 +790,24 @@ func TestReportGzipAndFilename(t *testing.T) {
 	unzipped, err := io.ReadAll(zr)
 	require.NoError(t, err)
 	assert.Equal(t, plain, unzipped)
-	// RFC 8460 §5.1: sender!policy-domain!begin-timestamp!end-timestamp.json.gz
-	assert.Equal(t, "mail.sender.example!example.com!1714521600!1714607999.json.gz", r.Filename("mail.sender.example"))
+	// RFC 8460 §5.1: sender!policy-domain!begin-timestamp!end-timestamp!unique-id.json.gz
+	id := strings.TrimSuffix(r.ReportID, "@mail.sender.example")
+	assert.Regexp(t, `^[A-Z2-7]{16}$`, id)
+	assert.Equal(t, "mail.sender.example!example.com!1714521600!1714607999!"+id+".json.gz", r.Filename())
+
+	// The unique-id is the letters and digits of any report id's left side,
+	// and left out when there are none.
+	for reportID, want := range map[string]string{
+		"5065427c-23d3-47ca-b6e0-946ea0e8c4be": "!5065427c23d347cab6e0946ea0e8c4be.json.gz",
+		"20240501.a_b@c.example":               "!20240501ab.json.gz",
+		"--@mail.sender.example":               "!1714607999.json.gz",
+		"":                                     "!1714607999.json.gz",
+		"x@y@z":                                "!xy.json.gz",
+	} {
+		other := *r
+		other.ReportID = reportID
+		assert.True(t, strings.HasSuffix(other.Filename(), want), "report id %q: %s", reportID, other.Filename())
+	}
 }
 
 // reportSink serves a TLSRPT https: destination: it checks each request as
@@ -797,7 +962,7 @@ func TestReportMail(t *testing.T) {
 	gotDate, err := h.Date()
 	require.NoError(t, err)
 	assert.True(t, date.Equal(gotDate), "Date %v, want %v", gotDate, date)
-	assert.Regexp(t, `^<[A-Z2-7]{26}@mail\.sender\.example>$`, h.Get("Message-ID"))
+	assert.Regexp(t, `^<[A-Z2-7]{16}@mail\.sender\.example>$`, h.Get("Message-ID"))
 	assert.Equal(t, "1.0", h.Get("MIME-Version"))
 	// RFC 8460 §5.3.1: the two headers, and the Subject of its ABNF.
 	assert.Equal(t, "example.com", h.Get("TLS-Report-Domain"))
@@ -836,7 +1001,8 @@ func TestReportMail(t *testing.T) {
 	disp, params, err := mime.ParseMediaType(att.Header.Get("Content-Disposition"))
 	require.NoError(t, err)
 	assert.Equal(t, "attachment", disp)
-	assert.Equal(t, "mail.sender.example!example.com!1714521600!1714607999.json.gz", params["filename"])
+	assert.Equal(t, r.Filename(), params["filename"])
+	assert.Regexp(t, `^mail\.sender\.example!example\.com!1714521600!1714607999![A-Z2-7]{16}\.json\.gz$`, params["filename"])
 	assert.Equal(t, params["filename"], att.FileName())
 	zr, err := gzip.NewReader(base64.NewDecoder(base64.StdEncoding, att))
 	require.NoError(t, err)
@@ -871,12 +1037,91 @@ func TestReportMailHeadersFold(t *testing.T) {
 	assert.NoError(t, err, "a zero date is now")
 }
 
+// Every line of a report message keeps within 78 characters (RFC 5322
+// §2.1.1), with long and internationalized names, and the folded fields,
+// split file name and wrapped text read back as they were.
+func TestReportMailLineLengths(t *testing.T) {
+	t.Parallel()
+	submitters := []string{
+		"mail.sender.example",
+		"mail.bücher.example",
+		"outbound-relay-07.mail-cluster.eu-west-1.sender-co.example", // 58 characters, the most that fits
+	}
+	domains := []string{
+		"example.com",
+		"bücher-und-zeitschriften.beispiel-verlag.example",
+		"bücher-und-zeitschriften.österreichischer-verlag.example",
+	}
+	var to []string
+	for i := range 4 {
+		to = append(to, fmt.Sprintf("tlsrpt-reports-%d@tlsrpt-collector.reporting.example.net", i))
+	}
+	day := time.Date(2024, 5, 1, 12, 0, 0, 0, time.UTC)
+	for _, submitter := range submitters {
+		for _, domain := range domains {
+			t.Run(submitter+" "+domain, func(t *testing.T) {
+				t.Parallel()
+				c := newCollector(nil)
+				c.Submitter = submitter
+				require.NoError(t, c.Add(mtasts.SessionResult{Domain: domain, Time: day}))
+				reports := c.TakeAll()
+				require.Len(t, reports, 1)
+				r := reports[0]
+				aDomain := r.Policies[0].Policy.Domain
+				msg, err := r.Mail("tlsrpt@"+r.Submitter, to, day.Add(24*time.Hour))
+				require.NoError(t, err)
+
+				lines := strings.SplitAfter(string(msg), "\n")
+				require.Equal(t, "", lines[len(lines)-1], "the message ends in a line ending")
+				for i, line := range lines[:len(lines)-1] {
+					require.True(t, strings.HasSuffix(line, "\r\n"), "line %d %q does not end in CRLF", i+1, line)
+					line = strings.TrimSuffix(line, "\r\n")
+					assert.LessOrEqual(t, len(line), 78, "line %d %q", i+1, line)
+					assert.NotContains(t, line, "\r", "line %d", i+1)
+					for _, c := range []byte(line) {
+						require.Less(t, c, byte(0x80), "line %d %q is not ASCII", i+1, line)
+					}
+				}
+
+				m, err := mail.ReadMessage(bytes.NewReader(msg))
+				require.NoError(t, err)
+				assert.Equal(t, "Report Domain: "+aDomain+" Submitter: "+r.Submitter+" Report-ID: <"+r.ReportID+">", m.Header.Get("Subject"))
+				assert.Equal(t, aDomain, m.Header.Get("TLS-Report-Domain"))
+				assert.Equal(t, r.Submitter, m.Header.Get("TLS-Report-Submitter"))
+				got, err := m.Header.AddressList("To")
+				require.NoError(t, err)
+				assert.Len(t, got, len(to))
+				_, params, err := mime.ParseMediaType(m.Header.Get("Content-Type"))
+				require.NoError(t, err)
+				mr := multipart.NewReader(m.Body, params["boundary"])
+				text, err := mr.NextPart()
+				require.NoError(t, err)
+				body, err := io.ReadAll(text)
+				require.NoError(t, err)
+				words := strings.Join(strings.Fields(string(body)), " ")
+				assert.Contains(t, words, "from "+r.Submitter+" about")
+				assert.Contains(t, words, "mail to "+aDomain+" from")
+				assert.Contains(t, words, "Report-ID: <"+r.ReportID+">")
+				att, err := mr.NextPart()
+				require.NoError(t, err)
+				assert.Equal(t, r.Filename(), att.FileName())
+				assert.True(t, strings.HasPrefix(att.FileName(), r.Submitter+"!"+aDomain+"!"), att.FileName())
+			})
+		}
+	}
+}
+
 func TestReportMailRefuses(t *testing.T) {
 	t.Parallel()
 	good := testReport(t)
 	withID := func(id string) *mtasts.Report {
 		r := *good
 		r.ReportID = id
+		return &r
+	}
+	withSubmitter := func(submitter string) *mtasts.Report {
+		r := *good
+		r.Submitter = submitter
 		return &r
 	}
 	tests := []struct {
@@ -893,6 +1138,8 @@ func TestReportMailRefuses(t *testing.T) {
 		{"no recipients", good, "tlsrpt@mail.sender.example", nil},
 		{"recipient not an address", good, "tlsrpt@mail.sender.example", []string{"a@example.com", "nobody"}},
 		{"recipient with a line break", good, "tlsrpt@mail.sender.example", []string{"a@example.com\r\nBcc: b@example.com"}},
+		{"no submitter", withSubmitter(""), "tlsrpt@mail.sender.example", []string{"a@example.com"}},
+		{"submitter not a domain", withSubmitter("mail..sender.example"), "tlsrpt@mail.sender.example", []string{"a@example.com"}},
 		{"report id with a space", withID("a b"), "tlsrpt@mail.sender.example", []string{"a@example.com"}},
 		{"report id with an empty right side", withID("ab@"), "tlsrpt@mail.sender.example", []string{"a@example.com"}},
 		{"report id with a bracket", withID("a>b"), "tlsrpt@mail.sender.example", []string{"a@example.com"}},

@@ -81,15 +81,17 @@ func (r *TLSRPTRecord) Mailto() []string {
 
 // isTLSRPTRecord reports whether txt is a TLSRPT record at all, which RFC 8460
 // §3 decides by its beginning: records that do not begin with "v=TLSRPTv1;"
-// are discarded before counting. White space before the ";" is accepted here,
-// as the grammar's field-delim allows it; ParseTLSRPTRecord judges the rest.
+// are discarded before counting, so a bare "v=TLSRPTv1" beside a valid record
+// leaves that record the only one. White space before the ";" is accepted
+// here, as the grammar's field-delim allows it; ParseTLSRPTRecord judges the
+// rest.
 func isTLSRPTRecord(txt string) bool {
 	const v = "v=TLSRPTv1"
 	if !strings.HasPrefix(txt, v) {
 		return false
 	}
-	rest := txt[len(v):]
-	return rest == "" || rest[0] == ';' || isWSP(rest[0])
+	rest := trimWSPLeft(txt[len(v):])
+	return rest != "" && rest[0] == ';'
 }
 
 // ParseTLSRPTRecord parses the text of an _smtp._tls TXT record, its strings
@@ -110,7 +112,7 @@ func isTLSRPTRecord(txt string) bool {
 // fields are kept as Extensions. Errors wrap ErrInvalidTLSRPTRecord.
 func ParseTLSRPTRecord(txt string) (*TLSRPTRecord, error) {
 	if !isTLSRPTRecord(txt) {
-		return nil, tlsrptError(txt, `does not begin with "v=TLSRPTv1"`)
+		return nil, tlsrptError(txt, `does not begin with "v=TLSRPTv1;"`)
 	}
 	rest := txt[len("v=TLSRPTv1"):]
 	r := &TLSRPTRecord{}
@@ -306,7 +308,7 @@ func tlsrptError(txt, why string) error {
 }
 
 // LookupTLSRPT returns the TLSRPT record of a policy domain: the one TXT
-// record at _smtp._tls.<domain> that begins with "v=TLSRPTv1" (RFC 8460 §3),
+// record at _smtp._tls.<domain> that begins with "v=TLSRPTv1;" (RFC 8460 §3),
 // its strings joined, asked of the Resolver's name servers and following
 // CNAMEs. The domain may have a trailing dot, upper case, or U-labels.
 //

@@ -188,6 +188,22 @@ func TestLookupTLSRPT(t *testing.T) {
 			want:   &mtasts.TLSRPTRecord{RUA: []string{"https://tlsrpt.example.net/v1"}},
 		},
 		{
+			// RFC 8460 §3: records that do not begin with "v=TLSRPTv1;" are
+			// discarded before the records are counted.
+			name: "a bare version beside a valid record is discarded",
+			setup: func(ts *mtaststest.Server) {
+				ts.SetTXT("_smtp._tls.example.com", []string{"v=TLSRPTv1"}, []string{good}, []string{"v=TLSRPTv1 "}, []string{"v=TLSRPTv1 rua=mailto:x@example.com"})
+			},
+			domain: "example.com",
+			want:   &mtasts.TLSRPTRecord{RUA: []string{"mailto:tlsrpt@example.com"}},
+		},
+		{
+			name:    "a bare version alone is no record",
+			setup:   func(ts *mtaststest.Server) { ts.SetTXT("_smtp._tls.example.com", []string{"v=TLSRPTv1"}) },
+			domain:  "example.com",
+			wantErr: mtasts.ErrNoTLSRPTRecord,
+		},
+		{
 			name:   "domain in upper case with a final dot",
 			setup:  func(ts *mtaststest.Server) { ts.SetTXT("_smtp._tls.example.com", []string{good}) },
 			domain: "EXAMPLE.com.",
