@@ -31,7 +31,7 @@ func Example_sender() {
 	defer cancel()
 	const domain = "fabrikam.com"
 	sendingIP := netip.MustParseAddr("192.0.2.25") // the address this MTA sends from
-	collector := &mtasts.ReportCollector{OrganizationName: "Contoso", ContactInfo: "tlsrpt@contoso.com"}
+	collector := &mtasts.ReportCollector{OrganizationName: "Contoso", ContactInfo: "tlsrpt@contoso.com", Submitter: "mail.contoso.com"}
 	// report counts one session. A nil policy is reported as
 	// no-policy-found, with the lookup's failure if there was one.
 	report := func(p *mtasts.Policy, mx string, err error) {

@@ -206,7 +206,7 @@ func TestREADMESender(t *testing.T) {
 				}
 				return c, err
 			}
-			collector := &mtasts.ReportCollector{OrganizationName: "Contoso", ContactInfo: "tlsrpt@contoso.example"}
+			collector := &mtasts.ReportCollector{OrganizationName: "Contoso", ContactInfo: "tlsrpt@contoso.example", Submitter: "mail.contoso.example"}
 			var (
 				mu      sync.Mutex
 				reports []string

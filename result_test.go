@@ -344,7 +344,7 @@ func TestClassifyUnknownErrors(t *testing.T) {
 			assert.Empty(t, typ, "Classify(%v) result type", err)
 			assert.Empty(t, reason, "Classify(%v) reason", err)
 
-			var c mtasts.ReportCollector
+			c := mtasts.ReportCollector{OrganizationName: "Contoso", ContactInfo: "tlsrpt@contoso.example", Submitter: "mail.contoso.example"}
 			addErr := c.Add(mtasts.SessionResult{Domain: "fabrikam.com", Err: err, MXHost: host,
 				SendingIP: netip.MustParseAddr("127.0.0.1")})
 			assert.ErrorIs(t, addErr, mtasts.ErrInvalidReport, "Add of %v", err)
