@@ -151,7 +151,7 @@ func thousandCold(t testing.TB, s *mtaststest.Server, n int) []*mtasts.Policy {
 }
 
 // 1,000 Lookups of one cold domain, all started at once with nothing holding
-// the servers back, share exactly one DNS query and one fetch.
+// the servers back, share exactly one DNS question and one fetch.
 func TestThousandConcurrentColdLookups(t *testing.T) {
 	t.Parallel()
 	s := mtaststest.NewServer()
@@ -162,7 +162,9 @@ func TestThousandConcurrentColdLookups(t *testing.T) {
 	for _, p := range policies {
 		assert.Same(t, policies[0], p)
 	}
-	assert.Equal(t, 1, s.DNSQueries(), "DNS queries")
+	// One DNS question, whose query is sent again if a loaded machine leaves
+	// it a second unanswered.
+	assert.Contains(t, []int{1, 2}, s.DNSQueries(), "DNS queries")
 	assert.Equal(t, 1, s.PolicyFetches(), "policy fetches")
 }
 
@@ -183,8 +185,8 @@ func BenchmarkConcurrentColdLookups(b *testing.B) {
 		for b.Loop() {
 			s.ResetCounters()
 			thousandCold(b, s, 1000)
-			if q, f := s.DNSQueries(), s.PolicyFetches(); q != 1 || f != 1 {
-				b.Fatalf("%d DNS queries and %d fetches, want 1 and 1", q, f)
+			if q, f := s.DNSQueries(), s.PolicyFetches(); q < 1 || q > 2 || f != 1 {
+				b.Fatalf("%d DNS queries and %d fetches, want 1 (or 2, resent after a second) and 1", q, f)
 			}
 		}
 	})
