@@ -298,7 +298,10 @@ func addrString(a netip.Addr) string {
 // TakeFinished removes and returns the reports of the UTC days that have
 // ended, in order of day and domain. A result added later for one of those
 // days starts a new report for it, with its own report id; no session is
-// counted in two reports.
+// counted in two reports. With Store, the removal is written to it before
+// TakeFinished returns: the caller then holds the only copy of the reports.
+// A ReportSender keeps the reports it takes in Store until they are
+// delivered.
 func (c *ReportCollector) TakeFinished() []*Report {
 	now := c.now()
 	return c.take(func(start time.Time) bool { return !now.Before(start.Add(24 * time.Hour)) })
