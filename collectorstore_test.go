@@ -178,3 +178,18 @@ func TestReportCollectorStoreWriteFails(t *testing.T) {
 	require.Len(t, rs, 1)
 	assert.Equal(t, int64(1), rs[0].Policies[0].Summary.TotalSuccessfulSessionCount)
 }
+
+// The collector's state may share a DirCache with a Resolver: listing the
+// directory shows the Resolver no key of the collector's.
+func TestReportCollectorStoreSharesDirCache(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	c, errs := storedCollector(dir, nil)
+	require.NoError(t, c.Add(mtasts.SessionResult{Domain: "example.com"}))
+	require.Empty(t, errs())
+	require.FileExists(t, filepath.Join(dir, "_tlsrpt-collector"))
+	for key, err := range mtasts.DirCache(dir).Keys(t.Context()) {
+		require.NoError(t, err)
+		t.Errorf("listed %q", key)
+	}
+}

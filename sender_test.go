@@ -417,3 +417,64 @@ func TestReportSenderRun(t *testing.T) {
 	assert.Empty(t, w.failures())
 	assert.Error(t, (&mtasts.ReportSender{}).Run(context.Background()))
 }
+
+// A TLSRPT lookup that fails for now (SERVFAIL) is retried like a delivery;
+// the report goes out once DNS answers.
+func TestReportSenderRetriesLookup(t *testing.T) {
+	t.Parallel()
+	w := newSenderWorld(t)
+	w.publish("example.com", w.endpoint.URL)
+	w.srv.SetDNSFault("_smtp._tls.example.com", mtaststest.DNSServFail)
+	w.add(t, "example.com", 1)
+
+	w.at(2 * time.Hour)
+	assert.Zero(t, w.endpoint.Posts())
+	assert.Equal(t, 1, mtasts.Undelivered(w.collector))
+	w.srv.SetDNSFault("_smtp._tls.example.com", mtaststest.DNSOK)
+	w.at(3 * time.Hour)
+	assert.Equal(t, 1, w.endpoint.Posts())
+	assert.Zero(t, mtasts.Undelivered(w.collector))
+	assert.Empty(t, w.failures())
+}
+
+// Sessions added while the sender delivers the day before are all counted,
+// in the next day's report; the state the collector stores is written by
+// both at once.
+func TestReportSenderConcurrentAdds(t *testing.T) {
+	t.Parallel()
+	w := newSenderWorld(t)
+	dir := t.TempDir()
+	w.collector.Store = mtasts.DirCache(dir)
+	const domains = 8
+	for i := range domains {
+		d := fmt.Sprintf("d%d.example", i)
+		w.publish(d, w.endpoint.URL)
+		w.add(t, d, 1)
+	}
+	w.clock.Set(w.day.Add(26 * time.Hour))
+	var wg sync.WaitGroup
+	for g := range 4 {
+		wg.Go(func() {
+			for range 50 {
+				assert.NoError(t, w.collector.Add(mtasts.SessionResult{Domain: fmt.Sprintf("d%d.example", g)}))
+			}
+		})
+	}
+	wg.Go(func() {
+		for range 5 {
+			mtasts.SendDue(context.Background(), w.sender)
+		}
+	})
+	wg.Wait()
+	assert.Equal(t, domains, w.endpoint.Posts())
+	assert.Empty(t, w.failures())
+
+	restarted, errs := storedCollector(dir, w.clock.Now)
+	assert.Zero(t, mtasts.Undelivered(restarted))
+	var total int64
+	for _, r := range restarted.TakeAll() {
+		total += r.Policies[0].Summary.TotalSuccessfulSessionCount
+	}
+	assert.Equal(t, int64(4*50), total)
+	assert.Empty(t, errs())
+}
