@@ -40,6 +40,10 @@ type reportEndpoint struct {
 
 const reportHost = "reports.example.net"
 
+// hang, as a status of a reportEndpoint, answers nothing until the client
+// goes away.
+const hang = -1
+
 func newReportEndpoint(t *testing.T, status ...int) *reportEndpoint {
 	t.Helper()
 	e := &reportEndpoint{URL: "https://" + reportHost + "/tlsrpt", status: status}
@@ -74,6 +78,10 @@ func (e *reportEndpoint) serve(w http.ResponseWriter, r *http.Request) {
 	e.posts = append(e.posts, body)
 	e.types = append(e.types, r.Header.Get("Content-Type"))
 	e.mu.Unlock()
+	if status == hang {
+		<-r.Context().Done()
+		return
+	}
 	w.WriteHeader(status)
 }
 
@@ -477,4 +485,34 @@ func TestReportSenderConcurrentAdds(t *testing.T) {
 	}
 	assert.Equal(t, int64(4*50), total)
 	assert.Empty(t, errs())
+}
+
+// A Run stopped in the middle of a delivery returns once it has stopped;
+// the report stays to be delivered, its attempt not counted.
+func TestReportSenderRunStopsMidDelivery(t *testing.T) {
+	t.Parallel()
+	w := newSenderWorld(t, hang, http.StatusOK)
+	w.sender.Spread = time.Nanosecond
+	w.sender.RetryFor = time.Minute // a counted attempt would be the last
+	w.publish("example.com", w.endpoint.URL)
+	w.add(t, "example.com", 1)
+	w.clock.Set(w.day.Add(24 * time.Hour))
+
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- w.sender.Run(ctx) }()
+	require.Eventually(t, func() bool { return w.endpoint.Posts() == 1 }, 10*time.Second, 10*time.Millisecond)
+	cancel()
+	select {
+	case err := <-done:
+		assert.NoError(t, err)
+	case <-time.After(10 * time.Second):
+		t.Fatal("Run did not return after its context ended")
+	}
+	assert.Equal(t, 1, mtasts.Undelivered(w.collector))
+
+	mtasts.SendDue(context.Background(), w.sender)
+	assert.Equal(t, 2, w.endpoint.Posts())
+	assert.Zero(t, mtasts.Undelivered(w.collector))
+	assert.Empty(t, w.failures())
 }
