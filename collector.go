@@ -57,7 +57,9 @@ type SessionResult struct {
 //
 // A ReportCollector is safe for concurrent use by multiple goroutines. Its
 // fields must not be changed after the first call to Add that succeeds, and
-// it must not be copied after first use. It keeps its results in memory only.
+// it must not be copied after first use. It keeps its results in memory, and
+// in Store if that is set, so that a restarted process goes on counting where
+// the last one stopped.
 type ReportCollector struct {
 	// OrganizationName is the organization-name of the reports: who sends
 	// them. Required (RFC 8460 §4.4).
@@ -84,9 +86,34 @@ type ReportCollector struct {
 	// Now returns the current time. If nil, time.Now is used.
 	Now func() time.Time
 
-	mu        sync.Mutex // mu guards submitter and days
+	// Store, if not nil, keeps the collector's state durable: the counts of
+	// the days not yet taken, and the reports a ReportSender has still to
+	// deliver. They are stored under the one key "_tlsrpt-collector", which
+	// no policy domain can be, so a Resolver's Cache may be shared; one
+	// collector per Store. The state is read on first use, and written
+	// through on every Add, take and delivery before they return: a crash
+	// loses no session that Add counted. Concurrent Adds share one write, so
+	// a busy sender pays about one write per write time, not one per
+	// session. With a DirCache, each write is a file rewritten and synced.
+	// A state that cannot be read or decoded is passed to OnError and
+	// replaced; a write that fails is passed to OnError, and the counts stay
+	// in memory, to be written with the next change.
+	Store Cache
+
+	// OnError, if not nil, is called with each failure to read, decode or
+	// write the state in Store. Such failures are not returned by Add: the
+	// session is counted all the same.
+	OnError func(err error)
+
+	mu        sync.Mutex // mu guards submitter, days, outbox, loaded and gen
 	submitter string     // Submitter in A-labels, once the fields are checked
 	days      map[dayKey]*dayResults
+	outbox    []*delivery // the reports a ReportSender has to deliver
+	loaded    bool        // Store has been read
+	gen       uint64      // count of the changes to days and outbox
+
+	saveMu   sync.Mutex // saveMu serializes writes to Store, and guards savedGen
+	savedGen uint64     // the gen that Store holds
 }
 
 // checkConfig returns an error wrapping ErrCollectorConfig when a field every
@@ -189,8 +216,18 @@ func (c *ReportCollector) Add(res SessionResult) error {
 	}
 	k := dayKey{domain: domain, day: utcDay(t).Unix()}
 
+	c.load()
 	c.mu.Lock()
-	defer c.mu.Unlock()
+	c.countLocked(k, pkey, res, fail)
+	c.gen++
+	c.mu.Unlock()
+	c.save()
+	return nil
+}
+
+// countLocked counts one session under c.mu.
+func (c *ReportCollector) countLocked(k dayKey, pkey string, res SessionResult, fail detailKey) {
+	domain := k.domain
 	if c.days == nil {
 		c.days = map[dayKey]*dayResults{}
 	}
@@ -210,7 +247,6 @@ func (c *ReportCollector) Add(res SessionResult) error {
 		p.failure++
 		p.failures[fail]++
 	}
-	return nil
 }
 
 // policyDomain returns the result's policy domain in A-labels.
@@ -262,7 +298,10 @@ func addrString(a netip.Addr) string {
 // TakeFinished removes and returns the reports of the UTC days that have
 // ended, in order of day and domain. A result added later for one of those
 // days starts a new report for it, with its own report id; no session is
-// counted in two reports.
+// counted in two reports. With Store, the removal is written to it before
+// TakeFinished returns: the caller then holds the only copy of the reports.
+// A ReportSender keeps the reports it takes in Store until they are
+// delivered.
 func (c *ReportCollector) TakeFinished() []*Report {
 	now := c.now()
 	return c.take(func(start time.Time) bool { return !now.Before(start.Add(24 * time.Hour)) })
@@ -275,20 +314,34 @@ func (c *ReportCollector) TakeAll() []*Report {
 }
 
 func (c *ReportCollector) take(done func(start time.Time) bool) []*Report {
+	if c.checkConfig() != nil {
+		return nil // nothing was counted, unless Store holds counts: they wait
+	}
+	c.load()
+	c.mu.Lock()
+	reports := c.takeLocked(done)
+	if len(reports) > 0 {
+		c.gen++
+	}
+	c.mu.Unlock()
+	c.save()
+	return reports
+}
+
+// takeLocked removes the days that done accepts and returns their reports, in
+// order of day and domain. c.mu is held, and the fields are checked.
+func (c *ReportCollector) takeLocked(done func(start time.Time) bool) []*Report {
 	type taken struct {
 		key dayKey
 		res *dayResults
 	}
 	var ts []taken
-	c.mu.Lock()
 	for k, d := range c.days {
 		if done(time.Unix(k.day, 0).UTC()) {
 			ts = append(ts, taken{k, d})
 			delete(c.days, k)
 		}
 	}
-	c.mu.Unlock()
-
 	slices.SortFunc(ts, func(a, b taken) int {
 		return cmp.Or(cmp.Compare(a.key.day, b.key.day), strings.Compare(a.key.domain, b.key.domain))
 	})
@@ -312,33 +365,7 @@ func (c *ReportCollector) report(k dayKey, d *dayResults) *Report {
 		Submitter:        c.submitter,
 	}
 	for _, p := range d.policies {
-		pr := ReportPolicyResult{
-			Policy:         p.policy,
-			Summary:        ReportSummary{TotalSuccessfulSessionCount: p.success, TotalFailureSessionCount: p.failure},
-			FailureDetails: make([]FailureDetail, 0, len(p.failures)),
-		}
-		for f, n := range p.failures {
-			pr.FailureDetails = append(pr.FailureDetails, FailureDetail{
-				ResultType:          f.resultType,
-				SendingMTAIP:        f.sendingIP,
-				ReceivingMXHostname: f.mxHost,
-				ReceivingMXHelo:     f.helo,
-				ReceivingIP:         f.receivingIP,
-				FailedSessionCount:  n,
-				FailureReasonCode:   f.reason,
-			})
-		}
-		slices.SortFunc(pr.FailureDetails, func(a, b FailureDetail) int {
-			return cmp.Or(
-				strings.Compare(string(a.ResultType), string(b.ResultType)),
-				strings.Compare(a.ReceivingMXHostname, b.ReceivingMXHostname),
-				strings.Compare(a.ReceivingIP, b.ReceivingIP),
-				strings.Compare(a.SendingMTAIP, b.SendingMTAIP),
-				strings.Compare(a.ReceivingMXHelo, b.ReceivingMXHelo),
-				strings.Compare(a.FailureReasonCode, b.FailureReasonCode),
-			)
-		})
-		r.Policies = append(r.Policies, pr)
+		r.Policies = append(r.Policies, c.policyResult(p))
 	}
 	slices.SortFunc(r.Policies, func(a, b ReportPolicyResult) int {
 		return cmp.Or(
@@ -347,6 +374,39 @@ func (c *ReportCollector) report(k dayKey, d *dayResults) *Report {
 		)
 	})
 	return r
+}
+
+// policyResult returns the counts under one policy as a report carries them,
+// failure details sorted by result type, MX host, receiving address, sending
+// address, HELO name and reason.
+func (c *ReportCollector) policyResult(p *policyResults) ReportPolicyResult {
+	pr := ReportPolicyResult{
+		Policy:         p.policy,
+		Summary:        ReportSummary{TotalSuccessfulSessionCount: p.success, TotalFailureSessionCount: p.failure},
+		FailureDetails: make([]FailureDetail, 0, len(p.failures)),
+	}
+	for f, n := range p.failures {
+		pr.FailureDetails = append(pr.FailureDetails, FailureDetail{
+			ResultType:          f.resultType,
+			SendingMTAIP:        f.sendingIP,
+			ReceivingMXHostname: f.mxHost,
+			ReceivingMXHelo:     f.helo,
+			ReceivingIP:         f.receivingIP,
+			FailedSessionCount:  n,
+			FailureReasonCode:   f.reason,
+		})
+	}
+	slices.SortFunc(pr.FailureDetails, func(a, b FailureDetail) int {
+		return cmp.Or(
+			strings.Compare(string(a.ResultType), string(b.ResultType)),
+			strings.Compare(a.ReceivingMXHostname, b.ReceivingMXHostname),
+			strings.Compare(a.ReceivingIP, b.ReceivingIP),
+			strings.Compare(a.SendingMTAIP, b.SendingMTAIP),
+			strings.Compare(a.ReceivingMXHelo, b.ReceivingMXHelo),
+			strings.Compare(a.FailureReasonCode, b.FailureReasonCode),
+		)
+	})
+	return pr
 }
 
 // reportID returns a new id for a report: a random part, "@" and the
