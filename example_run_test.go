@@ -18,11 +18,11 @@ import (
 // memory it takes and logs what it does:
 //
 //	r := &mtasts.Resolver{
-//		Cache:      mtasts.DirCache("/var/lib/mta-sts"), // a restart keeps enforcing
-//		MaxEntries: 100_000,                             // past it, what Cache holds leaves memory
+//		Cache:      mtasts.DirCache("/var/lib/mta-sts"), // survives restarts; Run refreshes what it holds
+//		MaxEntries: 200_000,                             // past it, domains not looked up lately leave memory
 //		Logger:     slog.Default(),
 //	}
-//	go r.Run(ctx) // until ctx ends
+//	go r.Run(ctx) // refresh every cached policy about daily, and long before it expires
 //
 // Here a fake world on loopback and a Clock stand for the network and a day
 // passing: fabrikam.com moves from testing to enforce, and Run, not a Lookup,

@@ -131,4 +131,22 @@ func TestREADMEBlocksCompile(t *testing.T) {
 			assert.Equal(t, funcBody(t, "readme_test.go", tc.fn), block, "README.md's code block and %s", tc.fn)
 		})
 	}
+
+	// ExampleResolver_Run's comment shows the same configuration.
+	src, err := os.ReadFile("example_run_test.go")
+	require.NoError(t, err)
+	f, err := parser.ParseFile(token.NewFileSet(), "example_run_test.go", src, parser.ParseComments)
+	require.NoError(t, err)
+	var snippet []string
+	for _, d := range f.Decls {
+		if fd, ok := d.(*ast.FuncDecl); ok && fd.Name.Name == "ExampleResolver_Run" && fd.Doc != nil {
+			for _, l := range strings.Split(fd.Doc.Text(), "\n") {
+				if code, ok := strings.CutPrefix(l, "\t"); ok {
+					snippet = append(snippet, code)
+				}
+			}
+		}
+	}
+	assert.Equal(t, readmeBlock(t, readme, "Running for long"), strings.Join(snippet, "\n"),
+		"ExampleResolver_Run's comment and README.md's \"Running for long\"")
 }
