@@ -13,25 +13,56 @@ import (
 )
 
 // A sender looks up the recipient domain's policy once per message and checks
-// each MX before connecting. The zero Resolver uses the system's name servers
-// and certificate roots.
+// each MX host before connecting. Lookup has three outcomes: a policy; no
+// policy and no error, for a domain without one; or an error, when a policy
+// could not be had, to deliver as without one and report. Here the domains
+// are on a fake world on loopback; in production the zero Resolver, with the
+// system's name servers and certificate roots, does the same.
 func ExampleResolver_Lookup() {
-	var r mtasts.Resolver
+	world := mtaststest.NewServer()
+	defer world.Close()
+	world.Publish("fabrikam.com", "1", "version: STSv1\nmode: enforce\nmx: mx1.fabrikam.com\nmax_age: 86400\n")
+	world.Publish("northwind.example", "1", "version: STSv1\nmode: enforce\nmx: mx1.northwind.example\nmax_age: 86400\n")
+	world.SetPolicyFault("northwind.example", mtaststest.PolicyCertExpired)
+
+	r := world.Resolver() // in production: var r mtasts.Resolver, one per process
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-
-	p, err := r.Lookup(ctx, "fabrikam.com")
-	if err != nil {
-		// No policy could be had: deliver as without MTA-STS, and report.
-		log.Printf("MTA-STS for fabrikam.com: %v", err)
-	}
-	for _, mx := range []string{"mx1.fabrikam.com", "mx2.fabrikam.com"} {
-		if err := p.Validate(mx); err != nil {
-			log.Printf("skipping %s: %v", mx, err)
-			continue
+	for _, domain := range []string{"fabrikam.com", "contoso.com", "northwind.example"} {
+		p, err := r.Lookup(ctx, domain)
+		switch {
+		case err != nil:
+			// No policy could be had: deliver as without MTA-STS, and report.
+			typ, reason := mtasts.Classify(err)
+			fmt.Printf("%s: no policy to be had, report %s (%s)\n", domain, typ, reason)
+		case p == nil:
+			fmt.Printf("%s: no policy\n", domain)
+		default:
+			fmt.Printf("%s: %s policy\n", domain, p.Mode)
 		}
-		// Connect to mx, STARTTLS, and require a certificate valid for mx.
+		// A nil policy allows every MX host.
+		for _, mx := range []string{"mx.attacker.com", "mx1." + domain} {
+			if err := p.Validate(mx); err != nil {
+				if errors.Is(err, mtasts.ErrMXNotAllowed) {
+					fmt.Printf("  skip %s: not in the policy\n", mx)
+				}
+				continue
+			}
+			// Connect to mx, STARTTLS, and require a certificate valid for
+			// mx: see Policy.TLSConfig.
+			fmt.Printf("  try %s\n", mx)
+		}
 	}
+	// Output:
+	// fabrikam.com: enforce policy
+	//   skip mx.attacker.com: not in the policy
+	//   try mx1.fabrikam.com
+	// contoso.com: no policy
+	//   try mx.attacker.com
+	//   try mx1.contoso.com
+	// northwind.example: no policy to be had, report sts-webpki-invalid (certificate-expired)
+	//   try mx.attacker.com
+	//   try mx1.northwind.example
 }
 
 // A Resolver with a durable cache keeps enforcing what it learned across

@@ -8,32 +8,70 @@ import (
 	"os"
 	"time"
 
-	"github.com/seedc2a895ea/mtasts"
 	"github.com/seedc2a895ea/mtasts/mtaststest"
 )
 
 // A long-running sender runs the Resolver's refresher beside its delivery
-// loop, so that no cached policy lapses while its policy host is blocked,
-// bounds the memory the cache takes, keeps what it learns on disk, and logs
-// what the Resolver does.
+// loop, so that no cached policy lapses at a time an attacker can predict,
+// and a new policy is learned even for a domain it seldom writes to. In
+// production the Resolver also keeps what it learns on disk, bounds the
+// memory it takes and logs what it does:
+//
+//	r := &mtasts.Resolver{
+//		Cache:      mtasts.DirCache("/var/lib/mta-sts"), // survives restarts; Run refreshes what it holds
+//		MaxEntries: 200_000,                             // past it, domains not looked up lately leave memory
+//		Logger:     slog.Default(),
+//	}
+//	go r.Run(ctx) // refresh every cached policy about daily, and long before it expires
+//
+// Here a fake world on loopback and a Clock stand for the network and a day
+// passing: fabrikam.com moves from testing to enforce, and Run, not a Lookup,
+// fetches the new policy.
 func ExampleResolver_Run() {
-	r := &mtasts.Resolver{
-		Cache:      mtasts.DirCache("/var/lib/mta-sts"), // a restart keeps enforcing
-		MaxEntries: 100_000,                             // past it, what Cache holds leaves memory
-		Logger:     slog.New(slog.NewTextHandler(os.Stderr, nil)),
-	}
+	world := mtaststest.NewServer()
+	defer world.Close()
+	world.Publish("fabrikam.com", "1", "version: STSv1\nmode: testing\nmx: mx.fabrikam.com\nmax_age: 86400\n")
+	clock := mtaststest.NewClock(time.Now())
+	r := world.Resolver()
+	r.Now = clock.Now
+
 	ctx, stop := context.WithCancel(context.Background())
-	defer stop()
-	go r.Run(ctx) // refreshes every cached policy about daily, until ctx ends
-
-	// ... deliver mail with r.Lookup, as in the Lookup example ...
-
-	// Export the counters, e.g. as Prometheus gauges and counters, every minute.
-	for range time.Tick(time.Minute) {
-		s := r.Stats()
-		log.Printf("mta-sts: %d lookups, %d from memory, %d fetches, %d fetch failures, %d domains held",
-			s.Lookups, s.FromMemory, s.Fetches, s.FetchFailures, s.Entries)
+	p, err := r.Lookup(ctx, "fabrikam.com")
+	if err != nil {
+		log.Fatal(err)
 	}
+	fmt.Println("looked up:", p.ID, p.Mode)
+
+	// Later that day the domain publishes an enforced policy, and no mail
+	// goes there for 20 hours: past half the policy's max_age, Run fetches
+	// it again.
+	world.Publish("fabrikam.com", "2", "version: STSv1\nmode: enforce\nmx: mx.fabrikam.com\nmax_age: 86400\n")
+	clock.Advance(20 * time.Hour)
+	done := make(chan error, 1)
+	go func() { done <- r.Run(ctx) }() // refreshes every cached policy about daily, until ctx ends
+
+	// Wait for the refresh (Run looks at what is due as it starts).
+	for deadline := time.Now().Add(time.Minute); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+		if ce, _, _ := r.Inspect(ctx, "fabrikam.com"); ce.Policy != nil && ce.Policy.ID == "2" {
+			break
+		}
+	}
+	stop()
+	fmt.Println("Run returned:", <-done)
+
+	// The refreshed policy is in force for another max_age, whatever
+	// happens to DNS and the policy host meanwhile.
+	world.SetDNSFault("_mta-sts.fabrikam.com", mtaststest.DNSServFail)
+	clock.Advance(23 * time.Hour)
+	p, _ = r.Lookup(context.Background(), "fabrikam.com")
+	fmt.Println("a day later, DNS blocked:", p.ID, p.Mode)
+	s := r.Stats() // for a program to export, e.g. as Prometheus counters
+	fmt.Printf("fetches %d, refreshes %d\n", s.Fetches, s.Refreshes)
+	// Output:
+	// looked up: 1 testing
+	// Run returned: <nil>
+	// a day later, DNS blocked: 2 enforce
+	// fetches 2, refreshes 1
 }
 
 // An operator lists what a Resolver holds, and purges a domain that fixed a

@@ -29,6 +29,45 @@
 // that runs for long also runs Resolver.Run, which fetches every cached policy
 // again about daily, so that none lapses at a time an attacker can predict
 // (RFC 8461 §10.2).
+//
+// # The API at a glance
+//
+//   - Resolver: Lookup (the policy for a domain, cached), Refresh (Lookup
+//     asking DNS now, before deferring a message because of a policy), Run
+//     (refreshes every cached policy, beside the delivery loop), Stats
+//     (counters to export), and Entries, Inspect and Purge (what is held, in
+//     memory and in the Cache; forget a domain).
+//   - Policy: Validate (may this MX host be used?), CheckMX (is it listed,
+//     whatever the mode, for reports), TLSConfig (the *tls.Config for
+//     STARTTLS to an MX host) and the TLSCheck it returns (what a testing
+//     policy must report after the handshake). ParsePolicy, ParseRecord and
+//     Policy.Match are the RFC 8461 grammar and matching, for tools.
+//   - Classify: the RFC 8460 result type and failure reason code of an error,
+//     as in the table below; "", "" for what is not a TLS failure of the
+//     domain's. ErrNoSTARTTLS and STARTTLSRefused are for the sender to wrap
+//     a missing or refused STARTTLS.
+//   - ReportCollector: counts each session (SessionResult, successes
+//     included) into one RFC 8460 report per domain and UTC day; PostReport
+//     and Report.Mail deliver a report where Resolver.LookupTLSRPT (the
+//     domain's TLSRPT record) says.
+//   - Cache: where policies outlive the process; DirCache is one in a
+//     directory, and a CacheLister, whose keys Run and Entries list.
+//   - Package mtaststest: a fake MTA-STS world on loopback for tests (DNS,
+//     policy hosts, MX hosts with good and broken certificates, a settable
+//     Clock).
+//
+// Classify's result types and reason codes:
+//
+//	sts-policy-fetch-error      dns-failure, http-status, http-redirect, media-type,
+//	                            policy-too-large, timeout, fetch-failed
+//	sts-policy-invalid          record-syntax, multiple-records, policy-syntax
+//	sts-webpki-invalid          certificate-host-mismatch, certificate-expired,
+//	                            certificate-not-trusted, certificate-invalid
+//	starttls-not-supported      starttls-not-offered, starttls-refused
+//	certificate-host-mismatch   certificate-host-mismatch
+//	certificate-expired         certificate-expired
+//	certificate-not-trusted     certificate-not-trusted, certificate-invalid
+//	validation-failure          mx-not-allowed, tls-failure
 package mtasts
 
 import (

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"crypto/tls"
 	"errors"
@@ -8,6 +9,8 @@ import (
 	"io"
 	"log"
 	"net"
+	"net/netip"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -346,7 +349,8 @@ func TestSendTestingDeliversAndReports(t *testing.T) {
 }
 
 // Without a policy, or under none, the sender is as opportunistic as before:
-// the first MX gets the message, and there is nothing to report.
+// the first MX gets the message. Only a missing STARTTLS is reported: a
+// certificate is not checked.
 func TestSendWithoutPolicy(t *testing.T) {
 	t.Parallel()
 	for _, setup := range []struct {
@@ -371,7 +375,11 @@ func TestSendWithoutPolicy(t *testing.T) {
 				require.NoError(t, err)
 				assert.Equal(t, tc.host, d.MX)
 				assertDelivered(t, bad, tc.kind != mxNoSTARTTLS, good)
-				assert.Empty(t, w.reported())
+				if tc.kind == mxNoSTARTTLS {
+					assert.Equal(t, []string{tc.host + " " + string(mtasts.ResultSTARTTLSNotSupported)}, failureTypes(w.reported()))
+				} else {
+					assert.Empty(t, w.reported())
+				}
 			})
 		}
 	}
@@ -562,4 +570,119 @@ func TestSendNullMX(t *testing.T) {
 		strings.NewReader(message), &stdout, &stderr)
 	assert.Equal(t, exitUnavailable, code, "exit status; stderr:\n%s", stderr.String())
 	assert.Contains(t, stderr.String(), "accepts no mail")
+}
+
+// A Sender with a Collector counts every session in the domain's TLSRPT
+// report: the successes, and the failures with their details, one per
+// session, under the policy that applied or as no-policy-found.
+func TestSendCountsSessionsInCollector(t *testing.T) {
+	t.Parallel()
+	type mxSpec struct {
+		host string
+		kind mxKind
+	}
+	sendingIP := netip.MustParseAddr("192.0.2.25") // the collector's, for MX hosts refused before connecting
+	cases := []struct {
+		name       string
+		setup      func(ts *mtaststest.Server)
+		mx         []mxSpec
+		delivered  string
+		wantType   mtasts.PolicyType
+		successful int64
+		failed     int64
+		details    []string // "<mx> <result type> <reason> <sending-mta-ip> <receiving-ip> <count>"
+	}{
+		{"enforce", func(ts *mtaststest.Server) { ts.Publish(domain, "1", policy(mtasts.ModeEnforce)) },
+			[]mxSpec{{otherHost, mxGood}, {badHost, mxExpired}, {goodHost, mxGood}}, goodHost,
+			mtasts.PolicyTypeSTS, 2, 4, []string{
+				"mx.attacker.com validation-failure mx-not-allowed 192.0.2.25 - 2",
+				"mx1.fabrikam.com certificate-expired certificate-expired 127.0.0.1 127.0.0.1 2",
+			}},
+		{"testing", func(ts *mtaststest.Server) { ts.Publish(domain, "1", policy(mtasts.ModeTesting)) },
+			[]mxSpec{{badHost, mxUntrusted}, {goodHost, mxGood}}, badHost,
+			mtasts.PolicyTypeSTS, 0, 2, []string{
+				"mx1.fabrikam.com certificate-not-trusted certificate-not-trusted 127.0.0.1 127.0.0.1 2",
+			}},
+		{"no policy", func(*mtaststest.Server) {},
+			[]mxSpec{{badHost, mxUntrusted}, {goodHost, mxGood}}, badHost,
+			mtasts.PolicyTypeNoPolicyFound, 2, 0, nil},
+		{"no policy, no STARTTLS", func(*mtaststest.Server) {},
+			[]mxSpec{{badHost, mxNoSTARTTLS}, {goodHost, mxGood}}, badHost,
+			mtasts.PolicyTypeNoPolicyFound, 0, 2, []string{
+				"mx1.fabrikam.com starttls-not-supported starttls-not-offered 127.0.0.1 127.0.0.1 2",
+			}},
+		{"policy host certificate expired", func(ts *mtaststest.Server) {
+			ts.Publish(domain, "1", policy(mtasts.ModeEnforce))
+			ts.SetPolicyFault(domain, mtaststest.PolicyCertExpired)
+		}, []mxSpec{{otherHost, mxGood}}, otherHost,
+			mtasts.PolicyTypeNoPolicyFound, 0, 2, []string{
+				"mx.attacker.com sts-webpki-invalid certificate-expired 127.0.0.1 127.0.0.1 2",
+			}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			w := newWorld(t)
+			tc.setup(w.ts)
+			var hosts []string
+			servers := map[string]*mx{}
+			for _, m := range tc.mx {
+				hosts = append(hosts, m.host)
+				servers[m.host] = w.startMX(t, m.host, m.kind)
+			}
+			w.ts.SetMX(domain, hosts...)
+			clock := mtaststest.NewClock(time.Date(2024, 5, 1, 12, 0, 0, 0, time.UTC))
+			collector := &mtasts.ReportCollector{OrganizationName: "Contoso", ContactInfo: "tlsrpt@contoso.com",
+				Submitter: "mail.contoso.com", SendingIP: sendingIP, Now: clock.Now}
+			s := w.sender()
+			s.Collector = collector
+
+			for range 2 { // two messages, one run of the sender each
+				var stdout, stderr strings.Builder
+				ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+				code := run(ctx, s, []string{"-from", sender, "-to", recipient}, strings.NewReader(message), &stdout, &stderr)
+				cancel()
+				require.Equal(t, exitOK, code, "exit status; stderr:\n%s", stderr.String())
+				assert.Contains(t, stdout.String(), "delivered to "+tc.delivered)
+			}
+			assert.Len(t, servers[tc.delivered].messages(), 2, "messages at %s", tc.delivered)
+
+			assert.Empty(t, collector.TakeFinished(), "the day is not over")
+			clock.Advance(12 * time.Hour)
+			reports := collector.TakeFinished()
+			require.Len(t, reports, 1)
+			rep := reports[0]
+			require.Len(t, rep.Policies, 1)
+			pr := rep.Policies[0]
+			assert.Equal(t, domain, pr.Policy.Domain)
+			assert.Equal(t, tc.wantType, pr.Policy.Type)
+			assert.Equal(t, time.Date(2024, 5, 1, 0, 0, 0, 0, time.UTC), rep.DateRange.Start)
+			assert.Equal(t, tc.successful, pr.Summary.TotalSuccessfulSessionCount, "successful sessions")
+			assert.Equal(t, tc.failed, pr.Summary.TotalFailureSessionCount, "failed sessions")
+			var details []string
+			for _, fd := range pr.FailureDetails {
+				details = append(details, fmt.Sprintf("%s %s %s %s %s %d", fd.ReceivingMXHostname, fd.ResultType,
+					fd.FailureReasonCode, fd.SendingMTAIP, cmp.Or(fd.ReceivingIP, "-"), fd.FailedSessionCount))
+			}
+			slices.Sort(details)
+			assert.Equal(t, tc.details, details)
+			_, err := rep.JSON()
+			assert.NoError(t, err)
+		})
+	}
+}
+
+// Sessions the Collector refuses are not lost silently: Delivery lists them.
+func TestSendListsUncountedSessions(t *testing.T) {
+	t.Parallel()
+	w := newWorld(t)
+	w.ts.Publish(domain, "1", policy(mtasts.ModeEnforce))
+	w.ts.SetMX(domain, goodHost)
+	w.startMX(t, goodHost, mxGood)
+	s := w.sender()
+	s.Collector = &mtasts.ReportCollector{} // no OrganizationName, ContactInfo or Submitter
+	d, err := send(t, s)
+	require.NoError(t, err)
+	require.Len(t, d.Uncounted, 1)
+	assert.ErrorIs(t, d.Uncounted[0], mtasts.ErrCollectorConfig)
 }

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/netip"
 	"net/smtp"
 	"net/textproto"
 	"strings"
@@ -47,13 +48,24 @@ type Sender struct {
 
 	// Report, if not nil, is called once for each session with an MX host
 	// that met a failure RFC 8460 wants reported to the domain (TLSRPT), as it
-	// happens, whether or not the message went there anyway (testing mode).
-	// A session that meets several failures is reported with the first, in
-	// the order of validation: a policy that could not be had (the session
-	// then runs as without one), an MX host the policy does not list (RFC
-	// 8461 §4.1), then a missing or refused STARTTLS or a certificate not
-	// valid for the MX host (§4.2). It must not block.
+	// happens, whether or not the message went there anyway (testing mode,
+	// or a missing STARTTLS without a policy). A session that meets several
+	// failures is reported with the first, in the order of validation: a
+	// policy that could not be had (the session then runs as without one),
+	// an MX host the policy does not list (RFC 8461 §4.1), then a missing or
+	// refused STARTTLS or a certificate not valid for the MX host (§4.2). It
+	// must not block.
 	Report func(Failure)
+
+	// Collector, if not nil, counts every session with an MX host for the
+	// domain's TLSRPT reports (RFC 8460): each one Report sees, with its
+	// failure, and each one that negotiated TLS without a failure, as a
+	// success. A session is counted under the policy that applied, or as
+	// no-policy-found. Set its SendingIP: an MX host the policy does not
+	// list is refused before any connection, so the session has no local
+	// address of its own. What the collector refuses is listed in
+	// Delivery.Uncounted.
+	Collector *mtasts.ReportCollector
 
 	stsOnce     sync.Once // sets stsResolver
 	stsResolver *mtasts.Resolver
@@ -85,6 +97,10 @@ type Delivery struct {
 	MX       string         // the MX host that accepted the message; empty if none did
 	TLS      bool           // whether the message went over TLS
 	Failures []Failure      // as passed to Report, in order
+
+	// Uncounted are the errors of the Collector's Add for the sessions it
+	// refused, such as ErrCollectorConfig for an incomplete collector.
+	Uncounted []error
 }
 
 // TempError means the message could not be delivered now: queue it and try
@@ -135,7 +151,8 @@ var errNullMX = errors.New("null MX (RFC 7505)")
 //   - testing: every check is made and every failure reported, but the
 //     message goes to the first MX host that takes it, over TLS when offered.
 //   - none, no policy, or none to be had (reported): opportunistic TLS,
-//     unverified, as senders did before MTA-STS.
+//     unverified, as senders did before MTA-STS; an MX host without STARTTLS
+//     gets the message in plain text, and is reported.
 //
 // It returns a *TempError if no MX host took the message, and a *PermError if
 // one refused it for good. The Delivery is never nil.
@@ -215,7 +232,7 @@ func (s *Sender) tryMX(ctx context.Context, d *Delivery, p *mtasts.Policy, looku
 	// the session, in place of any failure that follows.
 	failure := cmp.Or(lookupErr, p.CheckMX(mx))
 	if err := p.Validate(mx); err != nil {
-		s.report(d, mx, failure)
+		s.report(d, p, mx, nil, failure)
 		return false, true, err
 	}
 
@@ -254,9 +271,9 @@ func (s *Sender) tryMX(ctx context.Context, d *Delivery, p *mtasts.Policy, looku
 			// The handshake failed, which ends the session: under enforce,
 			// because the certificate is not valid for mx.
 			if verify {
-				s.report(d, mx, cmp.Or(failure, err))
+				s.report(d, p, mx, conn, cmp.Or(failure, err))
 			} else if failure != nil {
-				s.report(d, mx, failure)
+				s.report(d, p, mx, conn, failure)
 			}
 			return false, enforce, err
 		}
@@ -267,12 +284,10 @@ func (s *Sender) tryMX(ctx context.Context, d *Delivery, p *mtasts.Policy, looku
 		usedTLS = true
 		tlsErr = check.Err() // testing: the message goes on over TLS
 	}
-	if !verify {
-		tlsErr = nil // opportunistic: nothing to report about TLS
-	}
-	if f := cmp.Or(failure, tlsErr); f != nil {
-		s.report(d, mx, f)
-	}
+	// Without a policy, or under none, a missing or refused STARTTLS is
+	// reported too, but the message goes on in plain text. A nil failure
+	// counts the session as a success.
+	s.report(d, p, mx, conn, cmp.Or(failure, tlsErr))
 	if enforce && tlsErr != nil {
 		return false, true, tlsErr
 	}
@@ -344,13 +359,37 @@ func (s *Sender) lookupMX(ctx context.Context, domain string) ([]string, error) 
 	return hosts, nil
 }
 
-func (s *Sender) report(d *Delivery, mx string, err error) {
-	typ, reason := mtasts.Classify(err)
-	f := Failure{Domain: d.Domain, MX: mx, Result: typ, Reason: reason, Err: err}
-	d.Failures = append(d.Failures, f)
-	if s.Report != nil {
-		s.Report(f)
+// report records one session with mx under p, which failed with err or, if
+// err is nil, succeeded: a failure goes to Report and d.Failures, and either
+// to the Collector. conn is the session's connection, nil if mx was refused
+// before one.
+func (s *Sender) report(d *Delivery, p *mtasts.Policy, mx string, conn net.Conn, err error) {
+	if err != nil {
+		typ, reason := mtasts.Classify(err)
+		f := Failure{Domain: d.Domain, MX: mx, Result: typ, Reason: reason, Err: err}
+		d.Failures = append(d.Failures, f)
+		if s.Report != nil {
+			s.Report(f)
+		}
 	}
+	if s.Collector == nil {
+		return
+	}
+	res := mtasts.SessionResult{Domain: d.Domain, Policy: p, Err: err, MXHost: mx}
+	if conn != nil {
+		res.SendingIP, res.ReceivingIP = addrOf(conn.LocalAddr()), addrOf(conn.RemoteAddr())
+	}
+	if err := s.Collector.Add(res); err != nil {
+		d.Uncounted = append(d.Uncounted, fmt.Errorf("MX %s: %w", mx, err))
+	}
+}
+
+// addrOf returns the IP address of a TCP address, or the zero Addr.
+func addrOf(a net.Addr) netip.Addr {
+	if ap, err := netip.ParseAddrPort(a.String()); err == nil {
+		return ap.Addr().Unmap()
+	}
+	return netip.Addr{}
 }
 
 func (s *Sender) sts() *mtasts.Resolver {
