@@ -47,9 +47,10 @@
 //     domain's. ErrNoSTARTTLS and STARTTLSRefused are for the sender to wrap
 //     a missing or refused STARTTLS.
 //   - ReportCollector: counts each session (SessionResult, successes
-//     included) into one RFC 8460 report per domain and UTC day; PostReport
-//     and Report.Mail deliver a report where Resolver.LookupTLSRPT (the
-//     domain's TLSRPT record) says.
+//     included) into one RFC 8460 report per domain and UTC day, kept in its
+//     Store across restarts; PostReport and Report.Mail deliver a report
+//     where Resolver.LookupTLSRPT (the domain's TLSRPT record) says, and
+//     ReportSender.Run does all of it after each day, spread and retried.
 //   - Cache: where policies outlive the process; DirCache is one in a
 //     directory, and a CacheLister, whose keys Run and Entries list.
 //   - Package mtaststest: a fake MTA-STS world on loopback for tests (DNS,
