@@ -132,7 +132,9 @@ func (c *checker) fetchPolicy(ctx context.Context, domain string) (*fetchReport,
 		},
 		DisableCompression: true,
 		DisableKeepAlives:  true,
-		Proxy:              http.ProxyFromEnvironment,
+	}
+	if c.cfg.Dial == nil {
+		tr.Proxy = http.ProxyFromEnvironment // as the package's default client
 	}
 	defer tr.CloseIdleConnections()
 	client := &http.Client{

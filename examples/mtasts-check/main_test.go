@@ -100,6 +100,18 @@ func newWorld(t *testing.T) *world {
 	mx("malformed.example", mtaststest.CertGood, "mx.malformed.example")
 	tlsrpt("malformed.example")
 
+	// The policy host redirects, which RFC 8461 §3.3 forbids following.
+	ts.Publish("redirect.example", "1", enforce(twoWeeks, "mx.redirect.example"))
+	ts.SetPolicyFault("redirect.example", mtaststest.PolicyRedirect)
+	mx("redirect.example", mtaststest.CertGood, "mx.redirect.example")
+	tlsrpt("redirect.example")
+
+	// The MX host does not offer STARTTLS.
+	ts.Publish("nostarttls.example", "1", enforce(twoWeeks, "mx.nostarttls.example"))
+	ts.SetMX("nostarttls.example", "mx.nostarttls.example")
+	ts.StartMX("mx.nostarttls.example", mtaststest.CertGood, mtaststest.MXNoSTARTTLS)
+	tlsrpt("nostarttls.example")
+
 	// No MTA-STS at all.
 	mx("plain.example", mtaststest.CertGood, "mx.plain.example")
 
@@ -184,6 +196,8 @@ func TestCheck(t *testing.T) {
 		{"notfound.example", exitProblems, "deliver-opportunistic", []string{"http-status"}, false},
 		{"expired.example", exitProblems, "deliver-opportunistic", []string{"certificate-expired"}, false},
 		{"badcert.example", exitProblems, "defer", []string{"mx-certificate"}, false},
+		{"redirect.example", exitProblems, "deliver-opportunistic", []string{"http-redirect"}, false},
+		{"nostarttls.example", exitProblems, "defer", []string{"mx-starttls"}, false},
 		{"mismatch.example", exitProblems, "defer", []string{"mx-not-covered", "pattern-unused"}, true},
 		{"suffix.example", exitProblems, "deliver-enforced", []string{"public-suffix-wildcard", "pattern-unused"}, false},
 		{"testing.example", exitProblems, "deliver-testing", []string{"max-age-short", "testing-without-tlsrpt"}, false},

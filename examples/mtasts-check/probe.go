@@ -32,9 +32,12 @@ func (dc *domainCheck) probeAll(ctx context.Context) {
 				dc.add(finding{Code: "mx-tls", Severity: "error", Message: fmt.Sprintf("MX %s: %s", m.Host, pr.Error)})
 				break
 			}
-			code := "mx-certificate"
-			if pr.ResultType == string(mtasts.ResultSTARTTLSNotSupported) {
+			code := "mx-tls"
+			switch {
+			case pr.ResultType == string(mtasts.ResultSTARTTLSNotSupported):
 				code = "mx-starttls"
+			case strings.HasPrefix(pr.Reason, "certificate-"):
+				code = "mx-certificate"
 			}
 			dc.add(finding{Code: code, Severity: "error", Message: fmt.Sprintf("MX %s: %s", m.Host, pr.Error), ResultType: pr.ResultType, Reason: pr.Reason})
 		case pr.Error != "":
