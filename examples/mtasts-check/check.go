@@ -144,10 +144,10 @@ func (c *checker) check(ctx context.Context, name string) domainReport {
 		cannot = true
 	}
 	dc.checkTLSRPT(ctx)
+	dc.lint()
 	if c.opts.probe {
 		dc.probeAll(ctx)
 	}
-	dc.lint()
 	dc.decide(cannot)
 	return *dc.domainReport
 }

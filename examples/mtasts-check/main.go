@@ -29,9 +29,10 @@
 //	--timeout D       bound on each DNS question, fetch and probe (default 20s)
 //	--cache DIR       a DirCache the sender shares: show its entry for each
 //	                  domain, apply it as the sender would, compare its id
-//	--purge           with --cache, delete each domain's entry first, so the
-//	                  sender fetches the policy afresh (RFC 8461 §3.3's retry
-//	                  delay and the cached answer no longer hold it back)
+//	--purge           with --cache, delete each domain's entry first, so that a
+//	                  sender reading the directory fetches the policy afresh
+//	                  (a running sender that holds it in memory keeps it until
+//	                  its own Resolver.Purge or a restart)
 //	--ehlo NAME       the name sent in EHLO by --probe (default localhost)
 //	--no-color        no colour even on a terminal
 //
@@ -67,8 +68,31 @@
 // policy: delivered as without one, failures reported), "deliver-enforced"
 // (an enforced policy allows at least one MX host), "defer" (an enforced
 // policy allows no MX host: mail waits in the queue, RFC 8461 §5.1) and
-// "unknown" (the domain could not be checked). Finding codes are listed in
-// findings.go.
+// "unknown" (the domain could not be checked).
+//
+// Finding codes. A failure of the policy's discovery or fetch, as the
+// package's Lookup meets it, has Classify's reason code as its code, and its
+// result type: record-syntax, multiple-records, http-status, http-redirect,
+// media-type, policy-too-large, timeout, fetch-failed, policy-dns-failure,
+// policy-syntax, certificate-host-mismatch, certificate-expired,
+// certificate-not-trusted, certificate-invalid. The others:
+//
+//	invalid-domain, dns-failure, mx-dns-failure   could not check (exit 2)
+//	no-record                      info: the domain has no MTA-STS
+//	no-mx                          no MX records
+//	max-age-short                  max_age under a week (RFC 8461 §3.2)
+//	testing-without-tlsrpt         mode testing and no TLSRPT record
+//	tlsrpt-invalid, tlsrpt-multiple-records   no reports can be sent
+//	public-suffix-wildcard         an mx pattern "*." and a public suffix
+//	mx-not-covered                 an MX host no pattern matches (validation-failure)
+//	pattern-unused                 a pattern no MX host matches
+//	id-unchanged                   the policy differs from the cached one under the same id
+//	policy-certificate-expiring    the policy host's certificate expires within 14 days
+//	mx-unreachable                 --probe could not open a session
+//	mx-starttls                    STARTTLS not offered or refused (starttls-not-supported)
+//	mx-certificate                 the MX certificate does not verify for its name
+//	mx-tls                         another TLS failure (validation-failure)
+//	mx-certificate-expiring        the MX certificate expires within 14 days
 package main
 
 import (

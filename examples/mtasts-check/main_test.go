@@ -112,6 +112,24 @@ func newWorld(t *testing.T) *world {
 	ts.StartMX("mx.nostarttls.example", mtaststest.CertGood, mtaststest.MXNoSTARTTLS)
 	tlsrpt("nostarttls.example")
 
+	// A malformed record, and two records: either counts as none (RFC 8461 §3.1).
+	ts.SetTXT("_mta-sts.badrecord.example", []string{"v=STSv1; id=not-an-id;"})
+	ts.SetPolicy("badrecord.example", enforce(twoWeeks, "mx.badrecord.example"))
+	mx("badrecord.example", mtaststest.CertGood, "mx.badrecord.example")
+	tlsrpt("badrecord.example")
+	ts.SetTXT("_mta-sts.tworecords.example", []string{"v=STSv1; id=1;"}, []string{"v=STSv1; id=2;"})
+	ts.SetPolicy("tworecords.example", enforce(twoWeeks, "mx.tworecords.example"))
+	mx("tworecords.example", mtaststest.CertGood, "mx.tworecords.example")
+	tlsrpt("tworecords.example")
+
+	// Testing mode with an MX host the policy does not list, whose
+	// certificate has expired: delivered, and reported once, by name.
+	ts.Publish("testmismatch.example", "1", policyText("testing", twoWeeks, "mx.testmismatch.example"))
+	mx("testmismatch.example", mtaststest.CertGood, "mx.testmismatch.example")
+	ts.SetMX("testmismatch.example", "mx.testmismatch.example", "old.testmismatch.example")
+	ts.StartMX("old.testmismatch.example", mtaststest.CertExpired, mtaststest.MXSTARTTLS)
+	tlsrpt("testmismatch.example")
+
 	// No MTA-STS at all.
 	mx("plain.example", mtaststest.CertGood, "mx.plain.example")
 
@@ -202,6 +220,9 @@ func TestCheck(t *testing.T) {
 		{"suffix.example", exitProblems, "deliver-enforced", []string{"public-suffix-wildcard", "pattern-unused"}, false},
 		{"testing.example", exitProblems, "deliver-testing", []string{"max-age-short", "testing-without-tlsrpt"}, false},
 		{"malformed.example", exitProblems, "deliver-opportunistic", []string{"policy-syntax"}, false},
+		{"badrecord.example", exitProblems, "deliver-opportunistic", []string{"record-syntax"}, false},
+		{"tworecords.example", exitProblems, "deliver-opportunistic", []string{"multiple-records"}, false},
+		{"testmismatch.example", exitProblems, "deliver-testing", []string{"mx-not-covered", "mx-certificate"}, false},
 		{"plain.example", exitOK, "deliver-opportunistic", []string{"no-record"}, false},
 		{"servfail.example", exitCannotCheck, "unknown", []string{"dns-failure"}, false},
 	}

@@ -26,12 +26,6 @@ func (dc *domainCheck) probeAll(ctx context.Context) {
 		case !pr.Connected:
 			dc.add(finding{Code: "mx-unreachable", Severity: "warning", Message: fmt.Sprintf("MX %s: %s", m.Host, pr.Error)})
 		case pr.ResultType != "":
-			if p != nil && p.Mode != mtasts.ModeNone && p.CheckMX(m.Host) != nil {
-				// One report per session, of its first failure: the name
-				// (RFC 8461 §4.1) before the certificate (§4.2).
-				dc.add(finding{Code: "mx-tls", Severity: "error", Message: fmt.Sprintf("MX %s: %s", m.Host, pr.Error)})
-				break
-			}
 			code := "mx-tls"
 			switch {
 			case pr.ResultType == string(mtasts.ResultSTARTTLSNotSupported):
@@ -39,7 +33,14 @@ func (dc *domainCheck) probeAll(ctx context.Context) {
 			case strings.HasPrefix(pr.Reason, "certificate-"):
 				code = "mx-certificate"
 			}
-			dc.add(finding{Code: code, Severity: "error", Message: fmt.Sprintf("MX %s: %s", m.Host, pr.Error), ResultType: pr.ResultType, Reason: pr.Reason})
+			f := finding{Code: code, Severity: "error", Message: fmt.Sprintf("MX %s: %s", m.Host, pr.Error), ResultType: pr.ResultType, Reason: pr.Reason}
+			if p != nil && p.Mode != mtasts.ModeNone && p.CheckMX(m.Host) != nil {
+				// One report per session, of its first failure: the name
+				// (RFC 8461 §4.1) before the certificate (§4.2).
+				f.ResultType, f.Reason = "", ""
+				f.Message += " (reported as the name's failure, which comes first)"
+			}
+			dc.add(f)
 		case pr.Error != "":
 			dc.add(finding{Code: "mx-tls", Severity: "error", Message: fmt.Sprintf("MX %s: %s", m.Host, pr.Error)})
 		case pr.Certificate != nil && pr.Certificate.DaysLeft < 14:
