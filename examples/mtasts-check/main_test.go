@@ -376,3 +376,35 @@ func TestCache(t *testing.T) {
 	_, err = mtasts.DirCache(dir).Get(ctx, "good.example")
 	assert.ErrorIs(t, err, mtasts.ErrCacheMiss)
 }
+
+func TestTimeout(t *testing.T) {
+	t.Parallel()
+	w := newWorld(t)
+	w.ts.Publish("slow.example", "1", enforce("1209600", "mx.slow.example"))
+	w.ts.SetPolicyFault("slow.example", mtaststest.PolicyNoResponse)
+	w.ts.SetMX("slow.example", "mx.slow.example")
+	var out bytes.Buffer
+	args := []string{"--nameserver", w.ts.DNSAddr(), "--timeout", "1s", "--json", "slow.example"}
+	code := run(context.Background(), args, &out, &bytes.Buffer{}, w.cfg)
+	assert.Equal(t, exitProblems, code)
+	var o output
+	require.NoError(t, json.Unmarshal(out.Bytes(), &o), out.String())
+	d := o.Domains[0]
+	assert.NotEmpty(t, d.Fetch.Error)
+	assert.Contains(t, d.Verdict.Reports, reportType{ResultType: "sts-policy-fetch-error", Reason: "timeout"})
+}
+
+func TestNameServerDown(t *testing.T) {
+	t.Parallel()
+	// A port nothing listens on: every query fails at once or times out.
+	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
+	require.NoError(t, err)
+	addr := pc.LocalAddr().String()
+	pc.Close()
+	var out bytes.Buffer
+	code := run(context.Background(), []string{"--nameserver", addr, "--timeout", "1s", "--json", "example.com"}, &out, &bytes.Buffer{}, config{})
+	assert.Equal(t, exitCannotCheck, code, out.String())
+	var o output
+	require.NoError(t, json.Unmarshal(out.Bytes(), &o))
+	assert.Equal(t, "unknown", o.Domains[0].Verdict.Action)
+}
