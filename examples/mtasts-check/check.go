@@ -312,7 +312,13 @@ func (dc *domainCheck) checkMX(ctx context.Context) bool {
 	}
 	var mxs []*dns.MX
 	for _, rr := range a.rrs {
-		mxs = append(mxs, rr.(*dns.MX))
+		if mx := rr.(*dns.MX); mx.Mx == "." {
+			// RFC 7505: a null MX, the domain accepts no mail.
+			dc.add(finding{Code: "null-mx", Severity: "info", Message: dc.Domain + " has a null MX: it accepts no mail (RFC 7505)"})
+			return true
+		} else {
+			mxs = append(mxs, mx)
+		}
 	}
 	slices.SortStableFunc(mxs, func(x, y *dns.MX) int { return int(x.Preference) - int(y.Preference) })
 	p := dc.patternsPolicy()
@@ -331,7 +337,11 @@ func (dc *domainCheck) checkMX(ctx context.Context) bool {
 		dc.MX = append(dc.MX, m)
 	}
 	if len(mxs) == 0 {
-		dc.add(finding{Code: "no-mx", Severity: "warning", Message: "no MX records at " + dc.Domain + ": senders try its address records, which no mx pattern can list"})
+		sev := "info"
+		if p != nil {
+			sev = "warning"
+		}
+		dc.add(finding{Code: "no-mx", Severity: sev, Message: "no MX records at " + dc.Domain + ": senders try its address records, which no mx pattern can list"})
 	}
 	return true
 }
@@ -450,6 +460,8 @@ func (dc *domainCheck) decide(cannot bool) {
 	}
 	p := dc.policy
 	switch {
+	case slices.ContainsFunc(dc.Findings, func(f finding) bool { return f.Code == "null-mx" }):
+		v.Action, v.Text = "no-mail", "the domain accepts no mail (a null MX, RFC 7505): senders deliver nothing"
 	case cannot:
 		v.Action, v.Text = "unknown", "could not check: DNS did not answer; a sender keeps a cached policy in force, or delivers as without one"
 	case p == nil || p.Mode == mtasts.ModeNone:

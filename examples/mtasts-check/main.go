@@ -67,8 +67,9 @@
 // STARTTLS when offered, any certificate), "deliver-testing" (a testing
 // policy: delivered as without one, failures reported), "deliver-enforced"
 // (an enforced policy allows at least one MX host), "defer" (an enforced
-// policy allows no MX host: mail waits in the queue, RFC 8461 §5.1) and
-// "unknown" (the domain could not be checked).
+// policy allows no MX host: mail waits in the queue, RFC 8461 §5.1),
+// "no-mail" (a null MX, RFC 7505) and "unknown" (the domain could not be
+// checked).
 //
 // Finding codes. A failure of the policy's discovery or fetch, as the
 // package's Lookup meets it, has Classify's reason code as its code, and its
@@ -79,7 +80,8 @@
 //
 //	invalid-domain, dns-failure, mx-dns-failure   could not check (exit 2)
 //	no-record                      info: the domain has no MTA-STS
-//	no-mx                          no MX records
+//	no-mx                          no MX records (info without a policy)
+//	null-mx                        info: the domain accepts no mail (RFC 7505)
 //	max-age-short                  max_age under a week (RFC 8461 §3.2)
 //	testing-without-tlsrpt         mode testing and no TLSRPT record
 //	tlsrpt-invalid, tlsrpt-multiple-records   no reports can be sent

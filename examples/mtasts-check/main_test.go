@@ -130,6 +130,10 @@ func newWorld(t *testing.T) *world {
 	ts.StartMX("old.testmismatch.example", mtaststest.CertExpired, mtaststest.MXSTARTTLS)
 	tlsrpt("testmismatch.example")
 
+	// A domain that accepts no mail (RFC 7505) and one without MX records.
+	ts.SetMX("nullmx.example", ".")
+	ts.SetTXT("nomx.example", []string{"v=spf1 -all"})
+
 	// No MTA-STS at all.
 	mx("plain.example", mtaststest.CertGood, "mx.plain.example")
 
@@ -224,6 +228,8 @@ func TestCheck(t *testing.T) {
 		{"tworecords.example", exitProblems, "deliver-opportunistic", []string{"multiple-records"}, false},
 		{"testmismatch.example", exitProblems, "deliver-testing", []string{"mx-not-covered", "mx-certificate"}, false},
 		{"plain.example", exitOK, "deliver-opportunistic", []string{"no-record"}, false},
+		{"nullmx.example", exitOK, "no-mail", []string{"no-record", "null-mx"}, false},
+		{"nomx.example", exitOK, "deliver-opportunistic", []string{"no-record", "no-mx"}, false},
 		{"servfail.example", exitCannotCheck, "unknown", []string{"dns-failure"}, false},
 	}
 	for _, tt := range tests {

@@ -188,7 +188,7 @@ func (t *textWriter) domain(d domainReport) {
 	}
 	verdictColor := green
 	switch d.Verdict.Action {
-	case "defer", "unknown":
+	case "defer", "unknown", "no-mail":
 		verdictColor = red
 	case "deliver-opportunistic", "deliver-testing":
 		verdictColor = yellow
