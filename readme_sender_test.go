@@ -98,9 +98,6 @@ func TestREADMESenderIsTested(t *testing.T) {
 // the one report of each session.
 func TestREADMESender(t *testing.T) {
 	t.Parallel()
-	ts := mtaststest.NewServer()
-	t.Cleanup(ts.Close)
-	ca := ts.CA()
 
 	type mxSpec struct {
 		name     string
@@ -164,6 +161,9 @@ func TestREADMESender(t *testing.T) {
 	for i, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
+			ts := mtaststest.NewServer() // its own, for its own mx.attacker.example
+			t.Cleanup(ts.Close)
+			ca := ts.CA()
 			domain := fmt.Sprintf("d%d.fabrikam.example", i)
 			if tc.mode != "" {
 				ts.Publish(domain, "1", policyFor(tc.mode, domain))
@@ -177,25 +177,22 @@ func TestREADMESender(t *testing.T) {
 				}
 				return name + "." + domain
 			}
-			servers := map[string]*mxSMTP{}
+			servers := map[string]*mtaststest.MX{}
 			var hosts []string
 			for _, spec := range tc.mx {
 				host := hostName(spec.name)
-				s := &mxSMTP{name: host, refuse: spec.refuse}
-				if spec.cert != noSTARTTLS {
-					cert := ca.Issue(host, spec.cert)
-					s.cert = &cert
+				kind, mode := spec.cert, mtaststest.MXSTARTTLS
+				switch {
+				case spec.cert == noSTARTTLS:
+					kind, mode = mtaststest.CertGood, mtaststest.MXNoSTARTTLS
+				case spec.refuse:
+					mode = mtaststest.MXRefuseSTARTTLS
 				}
-				servers[host] = startMXSMTP(t, s)
+				servers[host] = ts.StartMX(host, kind, mode)
 				hosts = append(hosts, host)
 			}
 			dial := func(ctx context.Context, mx string) (*smtp.Client, error) {
-				s := servers[mx]
-				if s == nil {
-					return nil, errors.New("no test server for " + mx)
-				}
-				var d net.Dialer
-				conn, err := d.DialContext(ctx, "tcp", s.addr)
+				conn, err := ts.DialMX(ctx, "tcp", net.JoinHostPort(mx, "25"))
 				if err != nil {
 					return nil, err
 				}
@@ -245,14 +242,14 @@ func TestREADMESender(t *testing.T) {
 			}
 			for _, spec := range tc.mx {
 				host := hostName(spec.name)
-				got := servers[host].messages()
+				got := servers[host].Messages()
 				if !spec.wantMsg {
 					assert.Empty(t, got, "messages at %s", host)
 					continue
 				}
 				if assert.Len(t, got, 1, "messages at %s", host) {
-					assert.Contains(t, got[0].data, "Hello, Bob.")
-					assert.Equal(t, spec.wantOver, got[0].tls, "message at %s came over TLS", host)
+					assert.Contains(t, got[0].Data, "Hello, Bob.")
+					assert.Equal(t, spec.wantOver, got[0].TLS, "message at %s came over TLS", host)
 				}
 			}
 			mu.Lock()
