@@ -299,44 +299,34 @@ func (m *memCache) shardOf(h uint64) *shard {
 func (m *memCache) get(key string) *entry {
 	h := m.hash(key)
 	t := m.shardOf(h).tab.Load()
-	if t == nil {
-		return nil
+	i, e := t.find(h, key)
+	if e != nil {
+		t.touch(i)
 	}
-	for i := t.home(h); ; i = t.next(i) {
-		e := t.slots[i].Load()
-		if e == nil {
-			return nil
-		}
-		if e != tombstone && e.key() == key {
-			t.touch(i)
-			return e
-		}
-	}
+	return e
 }
 
-// find returns the slot of key in t, or -1. The shard's mu must be held.
-func (t *table) find(h uint64, key string) int64 {
+// find returns key's entry in t and its slot, or a nil entry. It takes no
+// lock: the slots are read atomically, and written under the shard's mu.
+func (t *table) find(h uint64, key string) (uint64, *entry) {
 	if t == nil {
-		return -1
+		return 0, nil
 	}
 	for i := t.home(h); ; i = t.next(i) {
 		e := t.slots[i].Load()
 		if e == nil {
-			return -1
+			return 0, nil
 		}
 		if e != tombstone && e.key() == key {
-			return int64(i)
+			return i, e
 		}
 	}
 }
 
 // lookup returns the entry for key without marking it used. mu must be held.
 func (s *shard) lookup(h uint64, key string) *entry {
-	t := s.tab.Load()
-	if i := t.find(h, key); i >= 0 {
-		return t.slots[i].Load()
-	}
-	return nil
+	_, e := s.tab.Load().find(h, key)
+	return e
 }
 
 // put stores e under its key, replacing what was there, and evicts to stay
@@ -345,8 +335,8 @@ func (s *shard) lookup(h uint64, key string) *entry {
 func (s *shard) put(h uint64, e *entry, limit int, now time.Time) (evicted int) {
 	key := e.key()
 	t := s.tab.Load()
-	if i := t.find(h, key); i >= 0 {
-		s.policies += b2i(e.hasPolicy()) - b2i(t.slots[i].Load().hasPolicy())
+	if i, old := t.find(h, key); old != nil {
+		s.policies += b2i(e.hasPolicy()) - b2i(old.hasPolicy())
 		t.slots[i].Store(e)
 		return 0
 	}
@@ -379,11 +369,11 @@ func (s *shard) put(h uint64, e *entry, limit int, now time.Time) (evicted int) 
 // remove deletes key's entry, if any. mu must be held.
 func (s *shard) remove(h uint64, key string) bool {
 	t := s.tab.Load()
-	i := t.find(h, key)
-	if i < 0 {
+	i, e := t.find(h, key)
+	if e == nil {
 		return false
 	}
-	s.removeAt(t, uint64(i))
+	s.removeAt(t, i)
 	return true
 }
 
