@@ -2,7 +2,6 @@ package mtasts
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"sync"
 	"time"
@@ -103,7 +102,7 @@ func (rf *refresher) scanMemory(ctx context.Context) time.Duration {
 					continue // expired: a Lookup fetches it, if it is still wanted
 				}
 				at := r.refreshAt(p, m)
-				if f := sh.fails[p.Domain]; f != nil && f.retryAt.After(at) && !wall.Before(f.at) {
+				if f := sh.fails[p.Domain]; f.waiting(wall) && f.retryAt.After(at) {
 					at = f.retryAt // a failed id waits its five minutes
 				}
 				if wall.Before(at) {
@@ -135,22 +134,10 @@ func (rf *refresher) scanCache(ctx context.Context, lister CacheLister) {
 			}
 			return
 		}
-		if e := m.get(key); e != nil && e.hasPolicy() {
+		if e := m.peek(key); e != nil && e.hasPolicy() {
 			continue // in memory: scanMemory sees it
 		}
-		p, err := r.readCache(ctx, key)
-		if err != nil {
-			if !errors.Is(err, ErrCacheMiss) && ctx.Err() == nil {
-				r.report(key, err)
-			}
-			continue
-		}
-		wall := r.wall()
-		if !wall.Before(p.Expires()) {
-			r.deleteExpired(ctx, key)
-			continue
-		}
-		if !wall.Before(r.refreshAt(p, m)) {
+		if p := r.loadCache(ctx, key); p != nil && !r.wall().Before(r.refreshAt(p, m)) {
 			rf.start(ctx, key)
 		}
 	}

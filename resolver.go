@@ -248,7 +248,13 @@ type failure struct {
 // holds reports whether f still keeps id from being fetched at now. A clock
 // that reads earlier than the failure ends the wait.
 func (f *failure) holds(id string, now time.Time) bool {
-	return f != nil && f.id == id && !now.Before(f.at) && now.Before(f.retryAt)
+	return f.waiting(now) && f.id == id
+}
+
+// waiting reports whether f's retry delay runs at now. A clock that reads
+// earlier than the failure ends it.
+func (f *failure) waiting(now time.Time) bool {
+	return f != nil && !now.Before(f.at) && now.Before(f.retryAt)
 }
 
 // Lookup returns the MTA-STS policy for a recipient domain (or the smart
@@ -407,7 +413,7 @@ func (r *Resolver) update(ctx context.Context, m *memCache, sh *shard, h uint64,
 		// Known at once to callers that give up before the network answers.
 		now := r.clock()
 		r.publish(m, sh, h, d, c, &newPolicyEntry(live, now, now).entry, nil, false, false)
-		prev = m.get(d)
+		prev = m.peek(d)
 	}
 	if live != nil && !r.wall().Before(live.Expires()) {
 		live = nil
@@ -618,7 +624,7 @@ func (r *Resolver) sweepIfDue(sh *shard, now int64) {
 			sh.calls[key] != nil {
 			continue
 		}
-		if f := sh.fails[key]; f != nil && !wall.Before(f.at) && wall.Before(f.retryAt) {
+		if sh.fails[key].waiting(wall) {
 			continue // in its retry delay
 		}
 		sh.drop(t, uint64(i), e)
@@ -626,14 +632,14 @@ func (r *Resolver) sweepIfDue(sh *shard, now int64) {
 }
 
 // loadCache returns the live policy that Cache holds for d, or nil. An expired
-// one is deleted from Cache.
+// one is deleted from Cache. Failures are reported, unless ctx has ended.
 func (r *Resolver) loadCache(ctx context.Context, d string) *Policy {
 	if r.Cache == nil {
 		return nil
 	}
 	p, err := r.readCache(ctx, d)
 	if err != nil {
-		if !errors.Is(err, ErrCacheMiss) {
+		if !errors.Is(err, ErrCacheMiss) && ctx.Err() == nil {
 			r.report(d, err)
 		}
 		return nil

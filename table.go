@@ -306,6 +306,14 @@ func (m *memCache) get(key string) *entry {
 	return e
 }
 
+// peek returns the entry for key, or nil, without marking it used: for
+// looking at memory in the background. It takes no lock.
+func (m *memCache) peek(key string) *entry {
+	h := m.hash(key)
+	_, e := m.shardOf(h).tab.Load().find(h, key)
+	return e
+}
+
 // find returns key's entry in t and its slot, or a nil entry. It takes no
 // lock: the slots are read atomically, and written under the shard's mu.
 func (t *table) find(h uint64, key string) (uint64, *entry) {
