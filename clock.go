@@ -1,6 +1,7 @@
 package mtasts
 
 import (
+	"context"
 	"sync/atomic"
 	"time"
 )
@@ -73,5 +74,17 @@ func clockSet() int64 {
 		if clockNow.CompareAndSwap(old, n) {
 			return n
 		}
+	}
+}
+
+// sleep waits for d, or for ctx to end, and reports whether d passed.
+func sleep(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
 	}
 }

@@ -38,12 +38,8 @@ func (r *Resolver) Run(ctx context.Context) error {
 			rf.scanCache(ctx, lister)
 			nextList = time.Now().Add(refreshListEvery)
 		}
-		t := time.NewTimer(wait)
-		select {
-		case <-ctx.Done():
-			t.Stop()
+		if !sleep(ctx, wait) {
 			return nil
-		case <-t.C:
 		}
 	}
 }

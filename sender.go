@@ -124,13 +124,8 @@ func (s *ReportSender) Run(ctx context.Context) error {
 	}
 	for {
 		next := s.step(ctx)
-		wait := min(max(next.Sub(s.now()), time.Second), senderPoll)
-		t := time.NewTimer(wait)
-		select {
-		case <-ctx.Done():
-			t.Stop()
+		if !sleep(ctx, min(max(next.Sub(s.now()), time.Second), senderPoll)) {
 			return nil
-		case <-t.C:
 		}
 	}
 }
