@@ -13,7 +13,7 @@
 //
 // Usage:
 //
-//	postfix-policyd [-c /etc/mta-sts-daemon.yml] [-v info] [-l FILE] [-metrics ADDR]
+//	postfix-policyd [-c /etc/mta-sts-daemon.yml] [-v info] [-l FILE] [-metrics ADDR] [-demo]
 //	postfix-policyd [-c FILE] [-metrics ADDR] inspect DOMAIN...
 //	postfix-policyd [-c FILE] [-metrics ADDR] purge DOMAIN...
 package main
@@ -63,13 +63,18 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		flags.StringVar(&logfile, name, "", "log to `file` instead of stderr")
 	}
 	flags.StringVar(&metrics, "metrics", "", "admin HTTP listener `host:port` for /metrics, /healthz, /inspect, /purge (overrides metrics in the file)")
+	demo := flags.Bool("demo", false, "serve a loopback world of fake DNS and HTTPS instead of the network, to try the daemon offline")
 	flags.Bool("disable-uvloop", false, "accepted for mta-sts-daemon's command line; no effect")
 	if err := flags.Parse(args); err != nil {
 		return 2
 	}
 
+	configSet := false
+	flags.Visit(func(f *flag.Flag) { configSet = configSet || f.Name == "c" || f.Name == "config" })
 	cfg, warnings, err := loadConfig(config)
-	if errors.Is(err, os.ErrNotExist) && config == defaultConfig {
+	if *demo && !configSet {
+		cfg, warnings, err = parseConfig(nil) // the demo does not touch the system's cache
+	} else if errors.Is(err, os.ErrNotExist) && !configSet {
 		cfg, warnings, err = parseConfig(nil) // mta-sts-daemon runs on defaults without a file
 	}
 	if err != nil {
@@ -121,7 +126,14 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		log.Warn("config: " + w)
 	}
 
-	inst, err := start(ctx, cfg, log, nil)
+	var httpClient *http.Client
+	if *demo {
+		ts := demoWorld()
+		defer ts.Close()
+		cfg.Nameserver, httpClient = []string{ts.DNSAddr()}, ts.Client()
+		demoHint(stderr, cfg)
+	}
+	inst, err := start(ctx, cfg, log, httpClient)
 	if err != nil {
 		log.Error("not started", "err", err)
 		return 1

@@ -48,7 +48,7 @@ func main() {
 		reqs[i] = []byte(netstring(*name + " " + k))
 	}
 	if *warm {
-		if _, err := load(*addr, reqs[:1], 1, 0, reqs); err != nil {
+		if _, err := load(*addr, reqs, *conns, 0, reqs); err != nil {
 			fmt.Fprintln(os.Stderr, "socketmap-load: warming:", err)
 			os.Exit(1)
 		}
@@ -82,9 +82,12 @@ func (r result) String() string {
 }
 
 // load runs conns connections for d, cycling through reqs. With once set, it
-// instead sends each of once on one connection, then returns.
+// instead sends each of once, spread over the connections, then returns.
 func load(addr string, reqs [][]byte, conns int, d time.Duration, once [][]byte) (result, error) {
-	ctx, cancel := context.WithTimeout(context.Background(), d)
+	ctx, cancel := context.WithCancel(context.Background())
+	if once == nil {
+		ctx, cancel = context.WithTimeout(context.Background(), d)
+	}
 	defer cancel()
 	var (
 		mu      sync.Mutex
@@ -98,7 +101,11 @@ func load(addr string, reqs [][]byte, conns int, d time.Duration, once [][]byte)
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			lat, replies, err := client(ctx, addr, reqs, c, once)
+			var mine [][]byte
+			for i := c; i < len(once); i += conns {
+				mine = append(mine, once[i])
+			}
+			lat, replies, err := client(ctx, addr, reqs, c, mine, once != nil)
 			mu.Lock()
 			defer mu.Unlock()
 			all.lat = append(all.lat, lat...)
@@ -117,7 +124,9 @@ func load(addr string, reqs [][]byte, conns int, d time.Duration, once [][]byte)
 	return all, firstEr
 }
 
-func client(ctx context.Context, addr string, reqs [][]byte, offset int, once [][]byte) ([]time.Duration, map[string]int, error) {
+// client runs one connection: it cycles through reqs from offset until ctx
+// is done or, if onceMode, sends each of once.
+func client(ctx context.Context, addr string, reqs [][]byte, offset int, once [][]byte, onceMode bool) ([]time.Duration, map[string]int, error) {
 	network := "tcp"
 	if p, ok := strings.CutPrefix(addr, "unix:"); ok {
 		network, addr = "unix", p
@@ -133,8 +142,8 @@ func client(ctx context.Context, addr string, reqs [][]byte, offset int, once []
 	buf := make([]byte, 0, 512)
 	for i := offset * 7919; ; i++ {
 		var req []byte
-		if once != nil {
-			if i-offset*7919 == len(once) {
+		if onceMode {
+			if i-offset*7919 >= len(once) {
 				return lat, replies, nil
 			}
 			req = once[i-offset*7919]
