@@ -368,3 +368,7 @@ func findLogged(log, prefix string) string {
 	}
 	return v
 }
+
+func discardLogger() *slog.Logger {
+	return slog.New(slog.NewTextHandler(io.Discard, &slog.HandlerOptions{Level: slog.LevelError}))
+}

@@ -73,10 +73,16 @@ func parseKey(key string) (domain string, bracketed, ok bool) {
 	return key, bracketed, true
 }
 
+// isAddr reports whether s is an IP address. It parses only what could be
+// one (digits and dots, or two colons or more), so that a domain costs no
+// failed parse.
 func isAddr(s string) bool {
-	if s == "" || !(s[0] >= '0' && s[0] <= '9' || s[0] == ':' || s[0] == 'a' || s[0] == 'A' ||
-		s[0] >= 'b' && s[0] <= 'f' || s[0] >= 'B' && s[0] <= 'F') {
-		return false
+	if strings.Count(s, ":") < 2 {
+		for i := 0; i < len(s); i++ {
+			if c := s[i]; c != '.' && (c < '0' || c > '9') {
+				return false
+			}
+		}
 	}
 	_, err := netip.ParseAddr(s)
 	return err == nil
