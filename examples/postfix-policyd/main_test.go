@@ -155,6 +155,20 @@ func TestPostmap(t *testing.T) {
 	ts.SetDNSFault("_25._tcp.mx.tlsafail.example", mtaststest.DNSServFail)
 	ts.Publish("tlsafail.example", "1", enforcePolicy)
 	ts.SetDNSFault("mxfail.example", mtaststest.DNSServFail)
+	ts.SetDNSFault("mxrefused.example", mtaststest.DNSRefused)
+	ts.SetDNSFault("mxsilent.example", mtaststest.DNSSilent)
+	ts.SetSigned("nullmx.example", true)
+	ts.SetMX("nullmx.example", ".")
+	ts.Publish("nullmx.example", "1", enforcePolicy)
+
+	// MTA-STS failures without a cached policy: deliver as without one.
+	ts.Publish("txtfail.example", "1", enforcePolicy)
+	ts.SetDNSFault("_mta-sts.txtfail.example", mtaststest.DNSServFail)
+	ts.SetRecord("badrecord.example", "v=STSv1; id=!!;")
+	ts.SetTXT("_mta-sts.tworecords.example", []string{"v=STSv1; id=1;"}, []string{"v=STSv1; id=2;"})
+	ts.Publish("badpolicy.example", "1", "version: STSv1\nmode: enforce\nmax_age: 86400\n") // enforce without mx
+	ts.Publish("expiredcert.example", "1", enforcePolicy)
+	ts.SetPolicyFault("expiredcert.example", mtaststest.PolicyCertExpired)
 
 	in := startDaemon(t, ts, `
 zones:
@@ -195,6 +209,14 @@ zones:
 		{inet(in, "postfix"), "unsigned.example", secureEnforce},
 		{inet(in, "postfix"), "tlsafail.example", "TEMP"},
 		{inet(in, "postfix"), "mxfail.example", "TEMP"},
+		{inet(in, "postfix"), "mxrefused.example", "TEMP"},
+		{inet(in, "postfix"), "mxsilent.example", "TEMP"},
+		{inet(in, "postfix"), "nullmx.example", secureEnforce},
+		{inet(in, "postfix"), "txtfail.example", "NOTFOUND"},
+		{inet(in, "postfix"), "badrecord.example", "NOTFOUND"},
+		{inet(in, "postfix"), "tworecords.example", "NOTFOUND"},
+		{inet(in, "postfix"), "badpolicy.example", "NOTFOUND"},
+		{inet(in, "postfix"), "expiredcert.example", "NOTFOUND"},
 	} {
 		assert.Equal(t, tc.want, postmap(t, tc.table, tc.key), "%s %s", tc.table, tc.key)
 	}
@@ -207,18 +229,23 @@ func TestCachedPolicyOutlivesBrokenHost(t *testing.T) {
 	ts := mtaststest.NewServer()
 	defer ts.Close()
 	ts.Publish("enforce.example", "1", enforcePolicy)
+	ts.Publish("txtfail.example", "1", "version: STSv1\nmode: enforce\nmx: mx1.txtfail.example\nmax_age: 86400\n")
 	db := filepath.Join(t.TempDir(), "cache.db")
 	conf := "cache:\n  type: sqlite\n  options:\n    filename: " + db + "\n"
 
 	in := startDaemon(t, ts, conf)
 	assert.Equal(t, secureEnforce, postmap(t, inet(in, "postfix"), "enforce.example"))
+	assert.Equal(t, "secure match=mx1.txtfail.example servername=hostname", postmap(t, inet(in, "postfix"), "txtfail.example"))
 	in.shutdown()
 	assert.DirExists(t, db+".d")
 
 	ts.Publish("enforce.example", "2", "version: STSv1\nmode: enforce\nmx: other.example\nmax_age: 86400\n")
 	ts.SetPolicyFault("enforce.example", mtaststest.PolicyServerError)
+	ts.SetDNSFault("_mta-sts.txtfail.example", mtaststest.DNSServFail)
 	in = startDaemon(t, ts, conf)
 	assert.Equal(t, secureEnforce, postmap(t, inet(in, "postfix"), "enforce.example"))
+	assert.Equal(t, "secure match=mx1.txtfail.example servername=hostname", postmap(t, inet(in, "postfix"), "txtfail.example"),
+		"a TXT query that fails leaves the cached policy in force")
 	// Without the cache, the same broken host leaves no policy.
 	in2 := startDaemon(t, ts, "")
 	assert.Equal(t, "NOTFOUND", postmap(t, inet(in2, "postfix"), "enforce.example"))
