@@ -67,7 +67,7 @@ func parseKey(key string) (domain string, bracketed, ok bool) {
 		key = key[:i]
 	}
 	key = strings.TrimSuffix(strings.ToLower(strings.TrimSpace(key)), ".")
-	if key == "" || key[0] == '.' || isAddr(key) || strings.HasPrefix(key, "ipv6:") {
+	if key == "" || key[0] == '.' || strings.ContainsAny(key, "[] \t/\\") || isAddr(key) || strings.HasPrefix(key, "ipv6:") {
 		return "", false, false
 	}
 	return key, bracketed, true
