@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"path/filepath"
 	"testing"
@@ -160,4 +161,29 @@ func TestRunCommandLine(t *testing.T) {
 	cancel()
 	assert.Equal(t, 0, <-done)
 	assert.Contains(t, out.String(), "msg=stopped")
+}
+
+// TestUnixSocketMode: mode sets the socket's permissions, as mta-sts-daemon
+// does, and a socket file left by a previous run is replaced.
+func TestUnixSocketMode(t *testing.T) {
+	sock := filepath.Join(t.TempDir(), "s.sock")
+	for _, mode := range []os.FileMode{0o600, 0o666} {
+		cfg, _, err := parseConfig(fmt.Appendf(nil, "path: %s\nmode: 0%o\ndane: false\n", sock, mode))
+		require.NoError(t, err)
+		in, err := start(context.Background(), cfg, testLogger(t), nil)
+		require.NoError(t, err)
+		fi, err := os.Stat(sock)
+		require.NoError(t, err)
+		assert.Equal(t, mode, fi.Mode().Perm())
+		assert.Equal(t, []string{"unix"}, networks(in), "path alone: no TCP listener")
+		in.shutdown()
+	}
+}
+
+func networks(in *instance) []string {
+	var out []string
+	for _, a := range in.addrs {
+		out = append(out, a.Network())
+	}
+	return out
 }

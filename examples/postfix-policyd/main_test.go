@@ -204,6 +204,8 @@ zones:
 		{inet(in, "postfix"), "192.0.2.1", "NOTFOUND"},
 		{inet(in, "postfix"), "dane.example", "dane-only"},
 		{unix, "dane.example", "dane-only"},
+		{inet(in, "postfix"), "[mx1.dane.example]:25", "dane-only"}, // no MX lookup: the host's own TLSA
+		{inet(in, "postfix"), "[mx9.dane.example]", "NOTFOUND"},
 		{inet(in, "postfix"), "partial.dane.example", "dane"},
 		{inet(in, "postfix"), "notlsa.dane.example", secureEnforce},
 		{inet(in, "postfix"), "unsigned.example", secureEnforce},
