@@ -3,8 +3,10 @@ package main
 import (
 	"context"
 	"fmt"
+	"net"
 	"os"
 	"path/filepath"
+	"syscall"
 	"testing"
 	"time"
 
@@ -186,4 +188,26 @@ func networks(in *instance) []string {
 		out = append(out, a.Network())
 	}
 	return out
+}
+
+// TestReusePort: with reuse_port, a second daemon can listen on the port of a
+// running one (a restart without a gap); without it, it cannot.
+func TestReusePort(t *testing.T) {
+	log := testLogger(t)
+	first, _, err := parseConfig([]byte("host: 127.0.0.1\nport: 0\ndane: false\n"))
+	require.NoError(t, err)
+	a, err := start(context.Background(), first, log, nil)
+	require.NoError(t, err)
+	defer a.shutdown()
+	port := a.addrs[0].(*net.TCPAddr).Port
+
+	same, _, err := parseConfig(fmt.Appendf(nil, "host: 127.0.0.1\nport: %d\ndane: false\n", port))
+	require.NoError(t, err)
+	b, err := start(context.Background(), same, log, nil)
+	require.NoError(t, err, "reuse_port (the default) shares the port")
+	b.shutdown()
+
+	same.ReusePort = false
+	_, err = start(context.Background(), same, log, nil)
+	assert.ErrorIs(t, err, syscall.EADDRINUSE)
 }
