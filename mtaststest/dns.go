@@ -15,9 +15,14 @@ type rrset struct {
 	txt   [][]string // each record is one or more strings, raw bytes, at most 255 each
 	cname string     // target, fully qualified, lower case
 	mx    []string   // hosts, fully qualified, lower case, in preference order
+
+	tlsa   []dns.TLSA // without headers; see SetTLSA
+	signed bool       // the name and those under it are signed; see SetSigned
 }
 
-func (r *rrset) empty() bool { return r.txt == nil && r.cname == "" && r.mx == nil }
+func (r *rrset) empty() bool {
+	return r.txt == nil && r.cname == "" && r.mx == nil && r.tlsa == nil && !r.signed
+}
 
 // maxCNAMEHops bounds the CNAME chain followed in one answer; a longer chain
 // (or a loop) is answered SERVFAIL, as a recursive resolver does.
@@ -209,6 +214,7 @@ func (s *Server) answer(req *dns.Msg) *dns.Msg {
 	}
 	q := req.Question[0]
 	name := strings.ToLower(q.Name)
+	qname := name
 
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -253,6 +259,7 @@ func (s *Server) answer(req *dns.Msg) *dns.Msg {
 		}
 		m.Ns = []dns.RR{soa(name, ttl)}
 	}
+	s.setADLocked(req, m, qname, name)
 	return m
 }
 
@@ -273,6 +280,8 @@ func (s *Server) recordsLocked(name string, qtype uint16, ttl uint32) []dns.RR {
 				rrs = append(rrs, &dns.MX{Hdr: header(name, dns.TypeMX, ttl), Preference: uint16(10 * (i + 1)), Mx: host})
 			}
 		}
+	case dns.TypeTLSA:
+		rrs = s.tlsaLocked(name, ttl)
 	case dns.TypeCNAME:
 		if set != nil && set.cname != "" {
 			rrs = append(rrs, &dns.CNAME{Hdr: header(name, dns.TypeCNAME, ttl), Target: set.cname})
