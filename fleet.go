@@ -62,6 +62,10 @@ const (
 	// leasePoll is how often a Resolver waiting on another's fetch looks at
 	// the Cache and the lease.
 	leasePoll = 50 * time.Millisecond
+	// unsavedMin is the least number of policies kept to be written to a
+	// Cache that failed to take them, whatever MaxEntries says: about 20 MB
+	// of policies learned during an outage.
+	unsavedMin = 1 << 16
 )
 
 // fetchLeased gets d's policy under record id for a fetch that a Resolver
@@ -94,8 +98,7 @@ func (r *Resolver) fetchLeased(ctx context.Context, l CacheLeaser, d, id string,
 			return r.fetchHolding(ctx, l, name, token, d, id, live, kind)
 		case note != "":
 			// The holder's fetch failed: the fleet waits its retry delay.
-			note = strings.TrimPrefix(note, ErrPolicyFetch.Error()+": ")
-			return nil, false, fmt.Errorf("%w: by a resolver sharing the cache: %s", ErrPolicyFetch, note)
+			return nil, false, parseFailureNote(note)
 		case time.Now().After(giveUp):
 			return nil, false, fmt.Errorf("%w: %w: %s: lease %s held too long", ErrPolicyFetch, ErrFetchTimeout, policyURL(d), name)
 		}
@@ -115,7 +118,7 @@ func (r *Resolver) fetchHolding(ctx context.Context, l CacheLeaser, name, token,
 	}
 	p, err := r.fetchAs(ctx, d, id)
 	if err != nil {
-		if herr := l.Hold(ctx, name, token, err.Error(), fetchRetryDelay); herr != nil {
+		if herr := l.Hold(ctx, name, token, failureNote(err), fetchRetryDelay); herr != nil {
 			r.report(d, fmt.Errorf("%w: holding lease %s: %w", ErrCache, name, herr))
 		}
 		return nil, false, err
@@ -148,10 +151,11 @@ func (r *Resolver) sharedCopy(ctx context.Context, d, id string, live *Policy, k
 	return p
 }
 
-// save writes p to Cache. A write that fails is reported, and p's domain is
-// remembered to be written again after the next write that succeeds, and by
-// Run, so that what a Resolver learns while a shared Cache is down reaches it
-// once it is back.
+// save writes p to Cache. A write that fails is reported, and p is kept to be
+// written again after the next write that succeeds, and by Run, so that what
+// a Resolver learns while a shared Cache is down reaches it once it is back,
+// even if p has left memory meanwhile. At most MaxEntries policies are kept,
+// or unsavedMin if more; past that, a failed write is only reported.
 func (r *Resolver) save(ctx context.Context, p *Policy) {
 	err := r.storeCache(ctx, p)
 	r.saveMu.Lock()
@@ -159,9 +163,11 @@ func (r *Resolver) save(ctx context.Context, p *Policy) {
 	if err != nil {
 		r.report(p.Domain, err)
 		if r.unsaved == nil {
-			r.unsaved = map[string]bool{}
+			r.unsaved = map[string]*Policy{}
 		}
-		r.unsaved[p.Domain] = true
+		if n := r.MaxEntries; n < 0 || len(r.unsaved) < max(n, unsavedMin) || r.unsaved[p.Domain] != nil {
+			r.unsaved[p.Domain] = p
+		}
 		return
 	}
 	delete(r.unsaved, p.Domain)
@@ -186,40 +192,90 @@ func (r *Resolver) flushLocked() {
 
 // writeUnsaved writes each policy that Cache failed to take, unless Cache
 // has the same or a later fetch of it by now (another Resolver sharing it
-// wrote one), or it has left memory or expired. It stops at the first
-// failure: the Cache is still down.
+// wrote one), or it has expired. It stops at the first failure: the Cache is
+// still down.
 func (r *Resolver) writeUnsaved(ctx context.Context) {
-	m := r.memCache()
 	for {
 		r.saveMu.Lock()
-		d := ""
-		for d = range r.unsaved {
+		var p *Policy
+		for _, p = range r.unsaved {
 			break
 		}
-		if d == "" {
+		if p == nil {
 			r.flushing = false
 			r.saveMu.Unlock()
 			return
 		}
-		delete(r.unsaved, d)
+		delete(r.unsaved, p.Domain)
 		r.saveMu.Unlock()
 
-		var p *Policy
-		if e := m.peek(d); e != nil {
-			p = e.policy()
-		}
-		if p == nil || !r.wall().Before(p.Expires()) {
+		if !r.wall().Before(p.Expires()) {
 			continue
 		}
-		if q, err := r.readCache(ctx, d); err == nil && !q.Fetched.Before(p.Fetched) {
+		if q, err := r.readCache(ctx, p.Domain); err == nil && !q.Fetched.Before(p.Fetched) {
 			continue
 		}
 		if err := r.storeCache(ctx, p); err != nil {
 			r.saveMu.Lock()
-			r.unsaved[d] = true
+			if q := r.unsaved[p.Domain]; q == nil || q.Fetched.Before(p.Fetched) {
+				r.unsaved[p.Domain] = p
+			}
 			r.flushing = false
 			r.saveMu.Unlock()
 			return
 		}
 	}
+}
+
+// failureNote is what a lease's holder leaves in its note when its fetch
+// fails with err: the RFC 8460 result type and reason code, then the text,
+// so that the Resolvers that read it report the failure as the holder does.
+func failureNote(err error) string {
+	typ, reason := Classify(err)
+	if typ == "" {
+		typ, reason = ResultSTSPolicyFetchError, "fetch-failed"
+	}
+	return string(typ) + " " + reason + " " + err.Error()
+}
+
+// parseFailureNote turns a failure note back into an error.
+func parseFailureNote(note string) error {
+	f := &sharedFailure{result: ResultSTSPolicyFetchError, reason: "fetch-failed", msg: note}
+	if typ, rest, ok := strings.Cut(note, " "); ok {
+		if reason, msg, ok := strings.Cut(rest, " "); ok && strings.HasPrefix(typ, "sts-") {
+			f.result, f.reason, f.msg = ResultType(typ), reason, msg
+		}
+	}
+	return f
+}
+
+// sharedFailure is a fetch failure that another Resolver sharing the Cache
+// met, as its lease's note tells. It wraps the errors its reason code stands
+// for, and Classify gives it the holder's result type and reason code.
+type sharedFailure struct {
+	result ResultType
+	reason string
+	msg    string
+}
+
+func (e *sharedFailure) Error() string {
+	return "mtasts: by a resolver sharing the cache: " + e.msg
+}
+
+func (e *sharedFailure) Is(target error) bool {
+	switch target {
+	case ErrPolicyFetch:
+		return e.result != ResultSTSPolicyInvalid
+	case ErrWebPKI:
+		return e.result == ResultSTSWebPKIInvalid
+	}
+	reason, ok := reasonErrs[target]
+	return ok && reason == e.reason
+}
+
+// reasonErrs are the errors that a failure of each reason code wraps.
+var reasonErrs = map[error]string{
+	ErrRedirect: "http-redirect", ErrHTTPStatus: "http-status", ErrMediaType: "media-type",
+	ErrPolicyTooLarge: "policy-too-large", ErrFetchTimeout: "timeout",
+	ErrDNSTemporary: "dns-failure", ErrInvalidPolicy: "policy-syntax",
 }

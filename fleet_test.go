@@ -3,6 +3,7 @@ package mtasts_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"sync"
 	"testing"
 	"time"
@@ -171,4 +172,65 @@ func TestFleetWritesBackAfterOutage(t *testing.T) {
 		assert.Error(t, p.Validate("mx.attacker.com"), d)
 	}
 	assert.Equal(t, 2, w.PolicyFetches())
+}
+
+// A member that reads another's failure from the lease reports it as the
+// other does: the same RFC 8460 result type and reason code.
+func TestFleetSharedFailureClassified(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name   string
+		break_ func(w *world)
+		sentry error
+	}{
+		{"expired certificate", func(w *world) { w.SetPolicyFault("fabrikam.com", mtaststest.PolicyCertExpired) }, mtasts.ErrWebPKI},
+		{"500", func(w *world) { w.SetPolicyFault("fabrikam.com", mtaststest.PolicyServerError) }, mtasts.ErrHTTPStatus},
+		{"invalid policy", func(w *world) { w.SetPolicy("fabrikam.com", "version: STSv1\nmode: sometimes\n") }, mtasts.ErrInvalidPolicy},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			w := newWorld(t)
+			w.Publish("fabrikam.com", "1", fabrikamEnforce)
+			tc.break_(w)
+			rs := w.fleet(2, &mtaststest.SharedCache{})
+			_, first := lookup(t, rs[0], "fabrikam.com")
+			_, second := lookup(t, rs[1], "fabrikam.com")
+			require.Error(t, first)
+			assert.ErrorContains(t, second, "sharing the cache") // the second did not fetch
+			assert.LessOrEqual(t, w.PolicyFetches(), 1)          // 0 when the handshake failed
+			assert.ErrorIs(t, second, tc.sentry)
+			assert.Equal(t, errors.Is(first, mtasts.ErrPolicyFetch), errors.Is(second, mtasts.ErrPolicyFetch))
+			typ, reason := mtasts.Classify(first)
+			require.NotEmpty(t, typ)
+			typ2, reason2 := mtasts.Classify(second)
+			assert.Equal(t, typ, typ2)
+			assert.Equal(t, reason, reason2)
+		})
+	}
+}
+
+// A policy learned while the shared Cache is down is written once it is
+// back, even if it has left memory meanwhile.
+func TestFleetWritesBackEvicted(t *testing.T) {
+	t.Parallel()
+	w := newWorld(t)
+	shared := &mtaststest.SharedCache{}
+	r := w.fleet(1, shared)[0]
+	r.MaxEntries = 8
+	for i := range 51 {
+		w.Publish(fmt.Sprintf("d%d.example", i), "1", fabrikamEnforce)
+	}
+	shared.SetDown(errors.New("connection refused"))
+	for i := range 50 {
+		mustPolicy(t, r, fmt.Sprintf("d%d.example", i))
+	}
+	shared.SetDown(nil)
+	mustPolicy(t, r, "d50.example")
+	require.Eventually(t, func() bool {
+		n := 0
+		for range shared.Keys(context.Background()) {
+			n++
+		}
+		return n == 51
+	}, 10*time.Second, 10*time.Millisecond)
 }

@@ -219,8 +219,8 @@ type Resolver struct {
 	client     *http.Client
 
 	saveMu   sync.Mutex
-	unsaved  map[string]bool // domains whose policy Cache failed to take
-	flushing bool            // a goroutine is writing them
+	unsaved  map[string]*Policy // policies Cache failed to take, by domain
+	flushing bool               // a goroutine is writing them
 }
 
 // call is a lookup in progress, shared by the callers that wait for it.

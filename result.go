@@ -88,6 +88,9 @@ func (e *starttlsRefusedError) Unwrap() []error { return []error{ErrNoSTARTTLS, 
 // of its own in RFC 8460; it is reported as validation-failure with reason
 // "mx-not-allowed".
 func Classify(err error) (ResultType, string) {
+	if sf := (*sharedFailure)(nil); errors.As(err, &sf) {
+		return sf.result, sf.reason
+	}
 	switch {
 	case err == nil, errors.Is(err, ErrNoRecord), errors.Is(err, ErrInvalidDomain),
 		errors.Is(err, ErrCache), errors.Is(err, ErrCacheCorrupt), errors.Is(err, ErrCacheMiss):
