@@ -28,7 +28,8 @@ type Cache interface {
 	// if there is none. Any other error is reported and treated as a miss.
 	Get(ctx context.Context, key string) ([]byte, error)
 	// Put stores data under key, replacing what was there. A failure is
-	// reported; the in-memory cache still holds the policy.
+	// reported; the in-memory cache still holds the policy, and the Resolver
+	// writes it again after its next Put that succeeds, and from Run.
 	Put(ctx context.Context, key string, data []byte) error
 	// Delete removes key. Removing a key that is absent is not an error.
 	Delete(ctx context.Context, key string) error

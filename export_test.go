@@ -12,6 +12,7 @@ import (
 func RefreshOnce(ctx context.Context, r *Resolver) {
 	rf := newRefresher(r)
 	rf.scanMemory(ctx)
+	r.flush()
 	if lister, ok := r.Cache.(CacheLister); ok {
 		rf.scanCache(ctx, lister)
 	}

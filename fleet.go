@@ -2,6 +2,8 @@ package mtasts
 
 import (
 	"context"
+	"fmt"
+	"strings"
 	"time"
 )
 
@@ -51,4 +53,173 @@ type CacheLeaser interface {
 // by a later version of this package, which this one cannot read.
 func CachedPolicy(key string, data []byte) (*Policy, error) {
 	return decodePolicy(key, data)
+}
+
+const (
+	// leaseSlack is how long a fetch lease outlasts FetchTimeout: the
+	// holder's time to write the policy to the Cache.
+	leaseSlack = 5 * time.Second
+	// leasePoll is how often a Resolver waiting on another's fetch looks at
+	// the Cache and the lease.
+	leasePoll = 50 * time.Millisecond
+)
+
+// fetchLeased gets d's policy under record id for a fetch that a Resolver
+// sharing l may be making too: from the Cache if another fetched it, by
+// waiting on the lease's holder, or by taking the lease and fetching. shared
+// reports a policy another Resolver fetched. A policy this one fetches is in
+// the Cache (or remembered to be written) before the lease is released, so
+// that whoever takes the lease next finds it.
+//
+// If l cannot be reached, the Resolver fetches alone and reports it. ctx is
+// the work's, which never ends; the waiting is bounded by the lease's time.
+func (r *Resolver) fetchLeased(ctx context.Context, l CacheLeaser, d, id string, live *Policy, kind lookupKind) (p *Policy, shared bool, err error) {
+	name := d + "/" + id
+	ttl := r.fetchTimeout() + leaseSlack
+	giveUp := time.Now().Add(3 * ttl) // the lease has run out at least twice by then
+	for {
+		if p := r.sharedCopy(ctx, d, id, live, kind); p != nil {
+			return p, true, nil
+		}
+		token, note, err := l.Lease(ctx, name, ttl)
+		switch {
+		case err != nil:
+			r.report(d, fmt.Errorf("%w: taking lease %s: %w", ErrCache, name, err))
+			p, err := r.fetchAs(ctx, d, id)
+			if err == nil {
+				r.save(ctx, p)
+			}
+			return p, false, err
+		case token != "":
+			return r.fetchHolding(ctx, l, name, token, d, id, live, kind)
+		case note != "":
+			// The holder's fetch failed: the fleet waits its retry delay.
+			note = strings.TrimPrefix(note, ErrPolicyFetch.Error()+": ")
+			return nil, false, fmt.Errorf("%w: by a resolver sharing the cache: %s", ErrPolicyFetch, note)
+		case time.Now().After(giveUp):
+			return nil, false, fmt.Errorf("%w: %w: %s: lease %s held too long", ErrPolicyFetch, ErrFetchTimeout, policyURL(d), name)
+		}
+		sleep(ctx, leasePoll)
+	}
+}
+
+// fetchHolding fetches d's policy under the lease that token holds, writes it
+// to Cache and releases the lease. A failure is left in the lease's note for
+// the retry delay, for the others to read.
+func (r *Resolver) fetchHolding(ctx context.Context, l CacheLeaser, name, token, d, id string, live *Policy, kind lookupKind) (*Policy, bool, error) {
+	// The holder before may have written its policy between the look at the
+	// Cache and the lease.
+	if p := r.sharedCopy(ctx, d, id, live, kind); p != nil {
+		r.release(ctx, l, d, name, token)
+		return p, true, nil
+	}
+	p, err := r.fetchAs(ctx, d, id)
+	if err != nil {
+		if herr := l.Hold(ctx, name, token, err.Error(), fetchRetryDelay); herr != nil {
+			r.report(d, fmt.Errorf("%w: holding lease %s: %w", ErrCache, name, herr))
+		}
+		return nil, false, err
+	}
+	r.save(ctx, p)
+	r.release(ctx, l, d, name, token)
+	return p, false, nil
+}
+
+func (r *Resolver) release(ctx context.Context, l CacheLeaser, d, name, token string) {
+	if err := l.Release(ctx, name, token); err != nil {
+		r.report(d, fmt.Errorf("%w: releasing lease %s: %w", ErrCache, name, err))
+	}
+}
+
+// sharedCopy returns the policy that Cache holds for d if another Resolver
+// fetched it for the fetch about to be made: under id, later than live, and,
+// for a refresh, not due again itself. Failures to read are not reported:
+// the look at Cache that began the work did.
+func (r *Resolver) sharedCopy(ctx context.Context, d, id string, live *Policy, kind lookupKind) *Policy {
+	p, err := r.readCache(ctx, d)
+	switch {
+	case err != nil, p.ID != id, !r.wall().Before(p.Expires()):
+		return nil
+	case live != nil && !p.Fetched.After(live.Fetched):
+		return nil
+	case kind == lookupRefetch && !r.wall().Before(r.refreshAt(p, r.memCache())):
+		return nil
+	}
+	return p
+}
+
+// save writes p to Cache. A write that fails is reported, and p's domain is
+// remembered to be written again after the next write that succeeds, and by
+// Run, so that what a Resolver learns while a shared Cache is down reaches it
+// once it is back.
+func (r *Resolver) save(ctx context.Context, p *Policy) {
+	err := r.storeCache(ctx, p)
+	r.saveMu.Lock()
+	defer r.saveMu.Unlock()
+	if err != nil {
+		r.report(p.Domain, err)
+		if r.unsaved == nil {
+			r.unsaved = map[string]bool{}
+		}
+		r.unsaved[p.Domain] = true
+		return
+	}
+	delete(r.unsaved, p.Domain)
+	r.flushLocked()
+}
+
+// flush writes the policies that Cache failed to take, in a goroutine of its
+// own, unless one is at it already.
+func (r *Resolver) flush() {
+	r.saveMu.Lock()
+	defer r.saveMu.Unlock()
+	r.flushLocked()
+}
+
+func (r *Resolver) flushLocked() {
+	if r.flushing || len(r.unsaved) == 0 {
+		return
+	}
+	r.flushing = true
+	go r.writeUnsaved(context.Background())
+}
+
+// writeUnsaved writes each policy that Cache failed to take, unless Cache
+// has the same or a later fetch of it by now (another Resolver sharing it
+// wrote one), or it has left memory or expired. It stops at the first
+// failure: the Cache is still down.
+func (r *Resolver) writeUnsaved(ctx context.Context) {
+	m := r.memCache()
+	for {
+		r.saveMu.Lock()
+		d := ""
+		for d = range r.unsaved {
+			break
+		}
+		if d == "" {
+			r.flushing = false
+			r.saveMu.Unlock()
+			return
+		}
+		delete(r.unsaved, d)
+		r.saveMu.Unlock()
+
+		var p *Policy
+		if e := m.peek(d); e != nil {
+			p = e.policy()
+		}
+		if p == nil || !r.wall().Before(p.Expires()) {
+			continue
+		}
+		if q, err := r.readCache(ctx, d); err == nil && !q.Fetched.Before(p.Fetched) {
+			continue
+		}
+		if err := r.storeCache(ctx, p); err != nil {
+			r.saveMu.Lock()
+			r.unsaved[d] = true
+			r.flushing = false
+			r.saveMu.Unlock()
+			return
+		}
+	}
 }

@@ -23,6 +23,8 @@ import (
 // once. If Cache is a CacheLister, Run also lists it, when it starts and then
 // hourly, so that the policies only Cache holds (those learned before a
 // restart, or that left memory) are refreshed too, and expired ones deleted.
+// A policy that Cache failed to take is written again at each look at memory,
+// at least every minute, until Cache takes it.
 //
 // Run returns nil once ctx is done. Refreshes under way then finish within
 // DNSTimeout and FetchTimeout, and are recorded as any lookup is. Run one Run
@@ -34,6 +36,7 @@ func (r *Resolver) Run(ctx context.Context) error {
 	var nextList time.Time
 	for {
 		wait := rf.scanMemory(ctx)
+		r.flush() // what Cache failed to take
 		if lister != nil && !time.Now().Before(nextList) {
 			rf.scanCache(ctx, lister)
 			nextList = time.Now().Add(refreshListEvery)

@@ -52,10 +52,13 @@
 //     where Resolver.LookupTLSRPT (the domain's TLSRPT record) says, and
 //     ReportSender.Run does all of it after each day, spread and retried.
 //   - Cache: where policies outlive the process; DirCache is one in a
-//     directory, and a CacheLister, whose keys Run and Entries list.
+//     directory, and a CacheLister, whose keys Run and Entries list. A
+//     CacheLeaser is a Cache that a fleet of MTAs shares (module
+//     github.com/seedc2a895ea/mtasts/rediscache has one on Redis): one member
+//     fetches each policy and refreshes it, the others read it.
 //   - Package mtaststest: a fake MTA-STS world on loopback for tests (DNS,
 //     policy hosts, MX hosts with good and broken certificates, a settable
-//     Clock).
+//     Clock, a SharedCache for a fleet in one process).
 //
 // Classify's result types and reason codes:
 //
@@ -214,6 +217,10 @@ type Resolver struct {
 
 	clientOnce sync.Once // sets client
 	client     *http.Client
+
+	saveMu   sync.Mutex
+	unsaved  map[string]bool // domains whose policy Cache failed to take
+	flushing bool            // a goroutine is writing them
 }
 
 // call is a lookup in progress, shared by the callers that wait for it.
@@ -420,10 +427,8 @@ func (r *Resolver) update(ctx context.Context, m *memCache, sh *shard, h uint64,
 	}
 
 	o := r.decide(ctx, d, live, fail, c)
-	if o.fetched && r.Cache != nil {
-		if err := r.storeCache(ctx, o.policy); err != nil {
-			r.report(d, err)
-		}
+	if o.fetched && !o.stored && r.Cache != nil {
+		r.save(ctx, o.policy)
 	}
 
 	wall, now := r.wall(), r.clock()
@@ -484,7 +489,8 @@ func (r *Resolver) publish(m *memCache, sh *shard, h uint64, d string, c *call, 
 // outcome is what one round of work learned of a domain.
 type outcome struct {
 	policy  *Policy       // the policy in force: the live one, a new one, or nil
-	fetched bool          // policy was fetched by this work
+	fetched bool          // policy was fetched by this work, or for it
+	stored  bool          // and is in Cache already
 	err     error         // what Lookup returns when policy is nil
 	ttl     time.Duration // how long the DNS answer may be kept
 	fail    *failure      // the fetch failure to remember, if any
@@ -534,9 +540,15 @@ func (r *Resolver) decide(ctx context.Context, d string, live *Policy, fail *fai
 	}
 
 	c.fetching.Store(true)
-	r.stats.fetches.Add(1)
 	start := time.Now()
-	p, err := r.fetch(ctx, d)
+	var p *Policy
+	shared := false
+	if l, ok := r.Cache.(CacheLeaser); ok {
+		p, shared, err = r.fetchLeased(ctx, l, d, id, live, c.kind)
+		o.stored = true // by fetchLeased, or read from Cache
+	} else {
+		p, err = r.fetchAs(ctx, d, id)
+	}
 	now = r.wall()
 	if err != nil {
 		// A live policy stays in force (RFC 8461 §3.3, §10.2).
@@ -554,10 +566,27 @@ func (r *Resolver) decide(ctx context.Context, d string, live *Policy, fail *fai
 	}
 	// The new policy replaces the old, whatever its mode (RFC 8461 §8.3: a
 	// fetched "none" replaces a cached "enforce").
-	p.Domain, p.ID, p.Fetched = d, id, now
 	o.policy, o.fetched, o.fail = p, true, nil
+	if shared {
+		r.stats.shared.Add(1)
+		if c.kind == lookupRefetch {
+			r.stats.refreshes.Add(1)
+		}
+		return o
+	}
 	r.logFetch(p, live, c.kind, time.Since(start))
 	return o
+}
+
+// fetchAs fetches d's policy, as published under the record id.
+func (r *Resolver) fetchAs(ctx context.Context, d, id string) (*Policy, error) {
+	r.stats.fetches.Add(1)
+	p, err := r.fetch(ctx, d)
+	if err != nil {
+		return nil, err
+	}
+	p.Domain, p.ID, p.Fetched = d, id, r.wall()
+	return p, nil
 }
 
 // logFetch records a policy fetched, and whether it changed or refreshed the

@@ -15,6 +15,7 @@ type Stats struct {
 
 	DNSQueries uint64 // DNS queries sent, retransmissions included
 	Fetches    uint64 // policy fetches started
+	Shared     uint64 // policies taken from a CacheLeaser that another Resolver fetched
 
 	Refreshes       uint64 // policies fetched again by Run and found valid
 	RefreshFailures uint64 // refresh fetches that failed
@@ -39,6 +40,7 @@ type counters struct {
 	slowLookups     atomic.Uint64  // the others
 	slowFromMemory  atomic.Uint64  // of which answered from memory after all
 	fetches         atomic.Uint64
+	shared          atomic.Uint64
 	refreshes       atomic.Uint64
 	refreshFailures atomic.Uint64
 	evictions       atomic.Uint64
@@ -75,6 +77,7 @@ func (r *Resolver) Stats() Stats {
 		FromMemory:      fromMemory + c.slowFromMemory.Load(),
 		DNSQueries:      r.dnsClient().queries.Load(),
 		Fetches:         c.fetches.Load(),
+		Shared:          c.shared.Load(),
 		Refreshes:       c.refreshes.Load(),
 		RefreshFailures: c.refreshFailures.Load(),
 		DNSFailures:     c.dnsFailures.Load(),
