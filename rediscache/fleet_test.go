@@ -57,7 +57,7 @@ type fleet struct {
 	errs  errLog
 }
 
-func newFleet(t *testing.T) *fleet {
+func newFleet(t testing.TB) *fleet {
 	t.Helper()
 	f := &fleet{Server: mtaststest.NewServer(), redis: startRedis(t)}
 	t.Cleanup(f.Close)
