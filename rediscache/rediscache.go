@@ -30,8 +30,10 @@
 // does not ask Redis again for a second: the calls made meanwhile fail at once
 // with an error wrapping ErrUnavailable, and then one call tries Redis again.
 // A Resolver treats a failing Cache as a missing one: it reports the errors
-// and goes on from memory, DNS and HTTPS, so mail is never held up waiting for
-// Redis.
+// and goes on from memory, DNS and HTTPS, fetching alone when it cannot take a
+// lease, so mail is never held up waiting for Redis; the policies it could
+// not write, it writes once Redis takes writes again (after its next write
+// that succeeds, and from Run).
 package rediscache
 
 import (
