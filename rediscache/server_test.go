@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -22,6 +23,7 @@ type redisServer struct {
 	bin  string
 	port int
 	dir  string
+	args []string // more arguments for redis-server
 
 	mu     sync.Mutex
 	cmd    *exec.Cmd
@@ -33,6 +35,13 @@ type redisServer struct {
 // fails it.
 func startRedis(t testing.TB) *redisServer {
 	t.Helper()
+	return startRedisWith(t)
+}
+
+// startRedisWith is startRedis with more arguments for redis-server; args
+// may use the placeholders {port} and {dir}.
+func startRedisWith(t testing.TB, args ...string) *redisServer {
+	t.Helper()
 	bin, err := exec.LookPath("redis-server")
 	if err != nil {
 		if os.Getenv("MTASTS_REQUIRE_REDIS") == "1" {
@@ -40,7 +49,7 @@ func startRedis(t testing.TB) *redisServer {
 		}
 		t.Skipf("no redis-server on PATH (%v); set MTASTS_REQUIRE_REDIS=1 to fail instead", err)
 	}
-	s := &redisServer{t: t, bin: bin, dir: t.TempDir()}
+	s := &redisServer{t: t, bin: bin, dir: t.TempDir(), args: args}
 	t.Cleanup(s.Kill)
 	var last error
 	for range 5 { // the free port found may be taken before redis-server binds it
@@ -69,9 +78,13 @@ func (s *redisServer) start() error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	out := &bytes.Buffer{}
-	cmd := exec.Command(s.bin,
-		"--port", strconv.Itoa(s.port), "--bind", "127.0.0.1",
-		"--save", "", "--appendonly", "no", "--dir", s.dir)
+	args := []string{"--port", strconv.Itoa(s.port), "--bind", "127.0.0.1",
+		"--save", "", "--appendonly", "no", "--dir", s.dir}
+	for _, a := range s.args {
+		a = strings.ReplaceAll(a, "{port}", strconv.Itoa(s.port))
+		args = append(args, strings.ReplaceAll(a, "{dir}", s.dir))
+	}
+	cmd := exec.Command(s.bin, args...)
 	cmd.Stdout, cmd.Stderr = out, out
 	if err := cmd.Start(); err != nil {
 		return err
