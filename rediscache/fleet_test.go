@@ -153,6 +153,10 @@ func TestFleetFetchesNewIDOnce(t *testing.T) {
 	}
 	assert.Equal(t, 1, f.PolicyFetchesFor("n.example"), "one fetch for the fleet")
 
+	sharedBefore := uint64(0)
+	for _, r := range rs {
+		sharedBefore += r.Stats().Shared
+	}
 	f.Publish("n.example", "2", "version: STSv1\nmode: enforce\nmx: mx2.n.example\nmax_age: 86400\n")
 	ps, errs = all(rs, func(r *mtasts.Resolver) (*mtasts.Policy, error) {
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
@@ -172,7 +176,10 @@ func TestFleetFetchesNewIDOnce(t *testing.T) {
 		shared += r.Stats().Shared
 	}
 	assert.EqualValues(t, 2, fetches)
-	assert.EqualValues(t, 30, shared, "fifteen members took each fetch from Redis")
+	// Every member asked for the new id at once: fifteen took it from Redis.
+	// (For the first id, a member may also have found the policy in Redis
+	// before it asked DNS, which does not count as shared.)
+	assert.EqualValues(t, 15, shared-sharedBefore, "members that took the new policy from Redis")
 	assert.Empty(t, f.errs.list())
 }
 
