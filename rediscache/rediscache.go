@@ -445,17 +445,19 @@ func call[T any](ctx context.Context, c *Cache, what string, fn func(context.Con
 	case ctx.Err() != nil:
 		// The caller gave up: that says nothing of Redis.
 		return zero, fmt.Errorf("rediscache: %s: %w", what, ctx.Err())
-	case errors.Is(err, context.DeadlineExceeded):
-		err = fmt.Errorf("%w: %s: no answer within %v", ErrUnavailable, what, c.timeout)
 	case isReply(err) && !unavailableReply(err):
 		// Redis answered; the trouble is with this call, not with Redis.
 		return zero, fmt.Errorf("rediscache: %s: %w", what, err)
-	default:
-		err = fmt.Errorf("%w: %s: %w", ErrUnavailable, what, err)
 	}
-	c.lastErr.Store(&err)
+	var cause error
+	if errors.Is(err, context.DeadlineExceeded) {
+		cause = fmt.Errorf("%s: no answer within %v", what, c.timeout)
+	} else {
+		cause = fmt.Errorf("%s: %w", what, err)
+	}
+	c.lastErr.Store(&cause)
 	c.downUntil.Store(time.Now().Add(unavailableFor).UnixNano())
-	return zero, err
+	return zero, fmt.Errorf("%w: %w", ErrUnavailable, cause)
 }
 
 // admit returns nil if a call may go to Redis: Redis answered last time, or
@@ -475,7 +477,7 @@ func (c *Cache) admit() error {
 			continue
 		}
 		if p := c.lastErr.Load(); p != nil {
-			return fmt.Errorf("%w: not asked again within %v of: %w", ErrUnavailable, unavailableFor, *p)
+			return fmt.Errorf("%w: not asked again for %v after: %w", ErrUnavailable, unavailableFor, *p)
 		}
 		return ErrUnavailable
 	}
