@@ -28,7 +28,8 @@
 // Every call to Redis is bounded by Timeout (250 ms by default) on top of the
 // caller's ctx, whatever the client's own timeouts. After a failure, the Cache
 // does not ask Redis again for a second: the calls made meanwhile fail at once
-// with an error wrapping ErrUnavailable, and then one call tries Redis again.
+// with an error wrapping ErrUnavailable, and then one call tries Redis again
+// while the others go on failing at once.
 // A Resolver treats a failing Cache as a missing one: it reports the errors
 // and goes on from memory, DNS and HTTPS, fetching alone when it cannot take a
 // lease, so mail is never held up waiting for Redis; the policies it could
@@ -110,6 +111,8 @@ type Cache struct {
 
 	// downUntil is when Redis is next asked after a failure, in Unix
 	// nanoseconds; zero while Redis answers. lastErr is that failure.
+	// downFor is unavailableFor, but for tests.
+	downFor   time.Duration
 	downUntil atomic.Int64
 	lastErr   atomic.Pointer[error]
 }
@@ -152,6 +155,7 @@ func New(client redis.UniversalClient, opts *Options) *Cache {
 		timeout: o.Timeout,
 		grace:   o.Grace,
 		now:     o.Now,
+		downFor: unavailableFor,
 	}
 }
 
@@ -456,13 +460,14 @@ func call[T any](ctx context.Context, c *Cache, what string, fn func(context.Con
 		cause = fmt.Errorf("%s: %w", what, err)
 	}
 	c.lastErr.Store(&cause)
-	c.downUntil.Store(time.Now().Add(unavailableFor).UnixNano())
+	c.downUntil.Store(time.Now().Add(c.downFor).UnixNano())
 	return zero, fmt.Errorf("%w: %w", ErrUnavailable, cause)
 }
 
 // admit returns nil if a call may go to Redis: Redis answered last time, or
-// it failed more than unavailableFor ago and this call is the first since,
-// which tries it again while the others keep failing at once.
+// it failed more than downFor ago and this call is the first since, which
+// tries it again while the others go on failing at once, until it has its
+// answer or its Timeout.
 func (c *Cache) admit() error {
 	for {
 		until := c.downUntil.Load()
@@ -471,13 +476,13 @@ func (c *Cache) admit() error {
 		}
 		now := time.Now().UnixNano()
 		if now >= until {
-			if c.downUntil.CompareAndSwap(until, now+int64(unavailableFor)) {
+			if c.downUntil.CompareAndSwap(until, now+int64(c.timeout+c.downFor)) {
 				return nil
 			}
 			continue
 		}
 		if p := c.lastErr.Load(); p != nil {
-			return fmt.Errorf("%w: not asked again for %v after: %w", ErrUnavailable, unavailableFor, *p)
+			return fmt.Errorf("%w: not asked again for %v after: %w", ErrUnavailable, c.downFor, *p)
 		}
 		return ErrUnavailable
 	}

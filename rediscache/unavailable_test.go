@@ -3,6 +3,8 @@ package rediscache_test
 import (
 	"context"
 	"errors"
+	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -14,12 +16,13 @@ import (
 )
 
 // A Redis that does not answer holds a call for Timeout at most, and for a
-// second after that the Cache does not ask it again: calls fail at once.
-// Once Redis answers again, so does the Cache.
+// while after that (a second; a minute here) the Cache does not ask it
+// again: calls fail at once.
 func TestStalledRedis(t *testing.T) {
 	t.Parallel()
 	srv := startRedis(t)
 	c := rediscache.New(srv.Client(), &rediscache.Options{Timeout: 2 * time.Second})
+	rediscache.SetUnavailableFor(c, time.Minute)
 	ctx := context.Background()
 	require.NoError(t, c.Put(ctx, "s.example", entry("s.example", "1", time.Now(), 86400)))
 
@@ -30,11 +33,11 @@ func TestStalledRedis(t *testing.T) {
 	took := time.Since(start)
 	require.ErrorIs(t, err, rediscache.ErrUnavailable)
 	assert.NotErrorIs(t, err, mtasts.ErrCacheMiss)
-	assert.ErrorContains(t, err, "GET mtasts:policy:s.example")
+	assert.ErrorContains(t, err, "GET mtasts:policy:s.example: no answer within 2s")
 	assert.GreaterOrEqual(t, took, 2*time.Second, "gave up before Timeout")
 	assert.Less(t, took, 5*time.Second, "Timeout not enforced")
 
-	// Within the second after, every call fails at once, well before Timeout.
+	// Meanwhile every call fails at once, well within one Timeout for all.
 	start = time.Now()
 	for _, f := range []func() error{
 		func() error { _, err := c.Get(ctx, "s.example"); return err },
@@ -52,15 +55,53 @@ func TestStalledRedis(t *testing.T) {
 	} {
 		err := f()
 		assert.ErrorIs(t, err, rediscache.ErrUnavailable)
-		assert.ErrorContains(t, err, "no answer within 2s", "the cause is lost")
+		assert.ErrorContains(t, err, "not asked again for 1m0s after: GET mtasts:policy:s.example: no answer within 2s")
 	}
-	assert.Less(t, time.Since(start), time.Second, "a call waited on a Redis known to be down")
+	assert.Less(t, time.Since(start), 2*time.Second, "a call waited on a Redis known to be down")
+}
 
+// When the time of failing at once is over, one call asks Redis again, and
+// the others go on failing at once until it is answered: a dead Redis holds
+// up one call per period, not every call.
+func TestOneCallTriesAgain(t *testing.T) {
+	t.Parallel()
+	srv := startRedis(t)
+	c := rediscache.New(srv.Client(), &rediscache.Options{Timeout: 2 * time.Second})
+	rediscache.SetUnavailableFor(c, 100*time.Millisecond)
+	ctx := context.Background()
+	require.NoError(t, c.Put(ctx, "o.example", entry("o.example", "1", time.Now(), 86400)))
+
+	srv.Stop()
+	defer srv.Continue()
+	_, err := c.Get(ctx, "o.example")
+	require.ErrorContains(t, err, "no answer within 2s")
+	time.Sleep(200 * time.Millisecond) // past the 100 ms
+
+	errs := make([]error, 10)
+	var wg sync.WaitGroup
+	for i := range errs {
+		wg.Go(func() { _, errs[i] = c.Get(ctx, "o.example") })
+	}
+	wg.Wait()
+	tried := 0
+	for _, err := range errs {
+		require.ErrorIs(t, err, rediscache.ErrUnavailable)
+		if !strings.Contains(err.Error(), "not asked again") {
+			tried++
+			assert.ErrorContains(t, err, "no answer within 2s")
+		}
+	}
+	assert.Equal(t, 1, tried, "calls that asked the stalled Redis")
+
+	// Once it answers, the next call that asks finds it, and calls go
+	// through again.
 	srv.Continue()
 	require.Eventually(t, func() bool {
-		_, err := c.Get(ctx, "s.example")
+		_, err := c.Get(ctx, "o.example")
 		return err == nil
 	}, 10*time.Second, 50*time.Millisecond)
+	_, err = c.Get(ctx, "o.example")
+	assert.NoError(t, err)
 }
 
 // A caller's ctx bounds a call too; its end is the caller's, not a sign that
