@@ -107,3 +107,38 @@ func TestCluster(t *testing.T) {
 		assert.NotEmpty(t, tok, "Release did not end the lease")
 	}
 }
+
+// Through Sentinel, the Cache reaches the primary that the Sentinel names.
+func TestSentinel(t *testing.T) {
+	t.Parallel()
+	primary := startRedis(t)
+	sentinel := startSentinel(t, primary)
+	client := redis.NewUniversalClient(&redis.UniversalOptions{
+		MasterName: "mymaster",
+		Addrs:      []string{sentinel.Addr()},
+	})
+	t.Cleanup(func() { client.Close() })
+	c := rediscache.New(client, nil)
+	ctx := context.Background()
+
+	data := entry("s.example", "1", time.Now(), 86400)
+	require.Eventually(t, func() bool { // the Sentinel may not know its primary yet
+		return c.Put(ctx, "s.example", data) == nil
+	}, 10*time.Second, 50*time.Millisecond)
+	raw, err := primary.Client().Get(ctx, "mtasts:policy:s.example").Bytes()
+	require.NoError(t, err, "not written to the primary")
+	assert.Equal(t, data, raw)
+	got, err := c.Get(ctx, "s.example")
+	require.NoError(t, err)
+	assert.Equal(t, data, got)
+	assert.Equal(t, []string{"s.example"}, listKeys(t, c))
+
+	tok, _, err := c.Lease(ctx, "s.example/1", time.Minute)
+	require.NoError(t, err)
+	require.NotEmpty(t, tok)
+	require.NoError(t, c.Hold(ctx, "s.example/1", tok, "failed", time.Minute))
+	_, note, err := c.Lease(ctx, "s.example/1", time.Minute)
+	require.NoError(t, err)
+	assert.Equal(t, "failed", note)
+	require.NoError(t, c.Release(ctx, "s.example/1", tok))
+}

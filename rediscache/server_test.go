@@ -6,6 +6,7 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -25,6 +26,8 @@ type redisServer struct {
 	dir  string
 	args []string // more arguments for redis-server
 
+	sentinel string // if set, a Sentinel's configuration: it runs as one
+
 	mu     sync.Mutex
 	cmd    *exec.Cmd
 	exited chan struct{} // closed when cmd has exited
@@ -42,6 +45,18 @@ func startRedis(t testing.TB) *redisServer {
 // may use the placeholders {port} and {dir}.
 func startRedisWith(t testing.TB, args ...string) *redisServer {
 	t.Helper()
+	return startServer(t, "", args)
+}
+
+// startSentinel starts a Sentinel that monitors master under the name
+// "mymaster".
+func startSentinel(t testing.TB, master *redisServer) *redisServer {
+	t.Helper()
+	return startServer(t, "sentinel monitor mymaster 127.0.0.1 "+strconv.Itoa(master.port)+" 1\n", nil)
+}
+
+func startServer(t testing.TB, sentinel string, args []string) *redisServer {
+	t.Helper()
 	bin, err := exec.LookPath("redis-server")
 	if err != nil {
 		if os.Getenv("MTASTS_REQUIRE_REDIS") == "1" {
@@ -49,7 +64,7 @@ func startRedisWith(t testing.TB, args ...string) *redisServer {
 		}
 		t.Skipf("no redis-server on PATH (%v); set MTASTS_REQUIRE_REDIS=1 to fail instead", err)
 	}
-	s := &redisServer{t: t, bin: bin, dir: t.TempDir(), args: args}
+	s := &redisServer{t: t, bin: bin, dir: t.TempDir(), args: args, sentinel: sentinel}
 	t.Cleanup(s.Kill)
 	var last error
 	for range 5 { // the free port found may be taken before redis-server binds it
@@ -80,6 +95,14 @@ func (s *redisServer) start() error {
 	out := &bytes.Buffer{}
 	args := []string{"--port", strconv.Itoa(s.port), "--bind", "127.0.0.1",
 		"--save", "", "--appendonly", "no", "--dir", s.dir}
+	if s.sentinel != "" {
+		// A Sentinel reads its configuration from a file it may rewrite.
+		conf := filepath.Join(s.dir, "sentinel-"+strconv.Itoa(s.port)+".conf")
+		if err := os.WriteFile(conf, []byte(s.sentinel), 0o600); err != nil {
+			return err
+		}
+		args = []string{conf, "--sentinel", "--port", strconv.Itoa(s.port), "--bind", "127.0.0.1", "--dir", s.dir}
+	}
 	for _, a := range s.args {
 		a = strings.ReplaceAll(a, "{port}", strconv.Itoa(s.port))
 		args = append(args, strings.ReplaceAll(a, "{dir}", s.dir))
