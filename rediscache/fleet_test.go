@@ -390,3 +390,55 @@ func TestFleetSurvivesRedisDeath(t *testing.T) {
 		}
 	}
 }
+
+// Run's refreshes go through the leases too: when a policy falls due, one
+// member fetches it again and the others take that copy from Redis, so the
+// fleet refreshes it once.
+func TestFleetRefreshesOnce(t *testing.T) {
+	t.Parallel()
+	f := newFleet(t)
+	clock := mtaststest.NewClock(time.Now())
+	const month = "version: STSv1\nmode: enforce\nmx: mx.f.example\nmax_age: 2592000\n"
+	f.Publish("f.example", "1", month)
+	rs := f.members(4)
+	for _, r := range rs {
+		r.Now = clock.Now
+		r.Cache = rediscache.New(f.redis.Client(), &rediscache.Options{Now: clock.Now})
+	}
+	for _, r := range rs {
+		p, err := lookup(r, "f.example")
+		require.NoError(t, err)
+		require.NotNil(t, p)
+	}
+	require.Equal(t, 1, f.PolicyFetchesFor("f.example"))
+
+	clock.Advance(25 * time.Hour) // past the day between refreshes
+	ctx, stop := context.WithCancel(context.Background())
+	var runs sync.WaitGroup
+	for _, r := range rs {
+		runs.Go(func() { r.Run(ctx) })
+	}
+	refreshed := func() (n uint64) {
+		for _, r := range rs {
+			n += r.Stats().Refreshes
+		}
+		return n
+	}
+	assert.Eventually(t, func() bool { return refreshed() >= 4 }, 15*time.Second, 50*time.Millisecond,
+		"not every member refreshed")
+	stop()
+	runs.Wait()
+	assert.EqualValues(t, 4, refreshed())
+	assert.Equal(t, 2, f.PolicyFetchesFor("f.example"), "the fleet refreshed the policy more than once")
+	for _, r := range rs {
+		p, err := lookup(r, "f.example")
+		require.NoError(t, err)
+		assert.True(t, p.Fetched.After(clock.Now().Add(-time.Hour)), "a member kept the old copy: fetched %v", p.Fetched)
+	}
+	data, err := f.redis.Client().Get(context.Background(), "mtasts:policy:f.example").Bytes()
+	require.NoError(t, err)
+	stored, err := mtasts.CachedPolicy("f.example", data)
+	require.NoError(t, err)
+	assert.True(t, stored.Fetched.After(clock.Now().Add(-time.Hour)), "Redis holds the old copy")
+	assert.Empty(t, f.errs.list())
+}
