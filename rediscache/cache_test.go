@@ -468,3 +468,24 @@ func TestLeaseWrongType(t *testing.T) {
 	var re redis.Error
 	assert.True(t, errors.As(err, &re), "%v", err)
 }
+
+// A Cache without a client fails every call, and panics in none.
+func TestNoClient(t *testing.T) {
+	t.Parallel()
+	c := rediscache.New(nil, nil)
+	ctx := context.Background()
+	_, err := c.Get(ctx, "n.example")
+	assert.ErrorContains(t, err, "no Redis client")
+	assert.ErrorContains(t, c.Put(ctx, "n.example", entry("n.example", "1", time.Now(), 60)), "no Redis client")
+	assert.ErrorContains(t, c.Delete(ctx, "n.example"), "no Redis client")
+	_, _, err = c.Lease(ctx, "n.example/1", time.Minute)
+	assert.ErrorContains(t, err, "no Redis client")
+	assert.ErrorContains(t, c.Hold(ctx, "n.example/1", strings.Repeat("0", 32), "", time.Minute), "no Redis client")
+	assert.ErrorContains(t, c.Release(ctx, "n.example/1", strings.Repeat("0", 32)), "no Redis client")
+	var errs []error
+	for _, err := range c.Keys(ctx) {
+		errs = append(errs, err)
+	}
+	require.Len(t, errs, 1)
+	assert.ErrorContains(t, errs[0], "no Redis client")
+}

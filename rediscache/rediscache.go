@@ -73,6 +73,8 @@ const scanCount = 1000
 // second after such a failure.
 var ErrUnavailable = errors.New("rediscache: Redis unavailable")
 
+var errNoClient = errors.New("rediscache: no Redis client")
+
 // Options configure a Cache. The zero value, as a nil *Options, gives the
 // defaults.
 type Options struct {
@@ -101,7 +103,6 @@ type Options struct {
 // same Redis and Prefix at once: that is what it is for. Make one with New.
 type Cache struct {
 	client  redis.UniversalClient
-	prefix  string // of every key
 	policy  string // prefix + "policy:"
 	lease   string // prefix + "lease:"
 	match   string // SCAN pattern for the policy keys
@@ -125,7 +126,7 @@ var (
 // New returns a Cache that keeps its data in Redis through client, which may
 // be a *redis.Client, a Sentinel failover client or a *redis.ClusterClient
 // (or a *redis.Ring, whose shards Keys lists in turn). opts may be nil. The
-// Cache does not close the client.
+// Cache does not close the client. If client is nil, every call fails.
 func New(client redis.UniversalClient, opts *Options) *Cache {
 	var o Options
 	if opts != nil {
@@ -148,7 +149,6 @@ func New(client redis.UniversalClient, opts *Options) *Cache {
 	}
 	return &Cache{
 		client:  client,
-		prefix:  o.Prefix,
 		policy:  o.Prefix + "policy:",
 		lease:   o.Prefix + "lease:",
 		match:   escapeGlob(o.Prefix+"policy:") + "*",
@@ -418,6 +418,9 @@ func call[T any](ctx context.Context, c *Cache, what string, fn func(context.Con
 	var zero T
 	if err := ctx.Err(); err != nil {
 		return zero, err
+	}
+	if c.client == nil {
+		return zero, errNoClient
 	}
 	if err := c.admit(); err != nil {
 		return zero, err
