@@ -34,6 +34,7 @@ type Config struct {
 	CacheSize  int    // internal: cache_size; 0 for the library's default
 	CacheFile  string // sqlite: filename
 	RedisURL   string // redis: url
+	RedisPool  int    // redis: max_connections; 0 for the client's default
 	DefaultZ   Zone
 	Zones      map[string]*Zone
 	DANE       bool     // check for DANE before MTA-STS (ours; default true)
@@ -273,9 +274,13 @@ func (p *cfgParser) config(root section) *Config {
 			}
 		}
 	case "redis":
-		c.RedisURL = p.str(&opts, "url", "")
+		c.RedisURL = p.str(&opts, "url", "redis://localhost")
+		c.RedisPool = p.integer(&opts, "max_connections", 0)
 		for k := range opts.m {
-			opts.get(k) // passed to the redis cache as they are
+			if k != "url" && k != "max_connections" {
+				opts.get(k)
+				p.warnings = append(p.warnings, "cache.options."+k+": not used by the redis cache (url and max_connections are)")
+			}
 		}
 	default:
 		p.fail("cache.type %q: want internal, sqlite or redis", c.CacheType)

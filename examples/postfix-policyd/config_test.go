@@ -12,6 +12,8 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/seedc2a895ea/mtasts/rediscache"
 )
 
 // TestConfigMigrates reads the files mta-sts-daemon documents, as a site
@@ -121,16 +123,24 @@ func TestConfigWarnsAndRefuses(t *testing.T) {
 
 func TestNewCache(t *testing.T) {
 	log := testLogger(t)
-	cfg, _, err := parseConfig([]byte("cache:\n  type: redis\n  options:\n    url: redis://127.0.0.1/0\n    max_connections: 25\n"))
+	cfg, warnings, err := parseConfig([]byte("cache:\n  type: redis\n  options:\n    url: redis://127.0.0.1/0\n    max_connections: 25\n    socket_timeout: 3\n"))
+	require.NoError(t, err)
+	assert.Equal(t, []string{"cache.options.socket_timeout: not used by the redis cache (url and max_connections are)"}, warnings)
+	assert.Equal(t, 25, cfg.RedisPool)
+	c, err := newCache(cfg, log)
+	require.NoError(t, err)
+	assert.IsType(t, &rediscache.Cache{}, c)
+
+	cfg, _, err = parseConfig([]byte("cache:\n  type: redis\n  options:\n    url: http://127.0.0.1/0\n"))
 	require.NoError(t, err)
 	_, err = newCache(cfg, log)
-	assert.ErrorContains(t, err, "redis is not available in this build")
+	assert.ErrorContains(t, err, "cache.options.url")
 	_, err = start(context.Background(), cfg, log, nil)
 	assert.Error(t, err, "the daemon does not start")
 
 	cfg, _, err = parseConfig([]byte("cache:\n  type: internal\n"))
 	require.NoError(t, err)
-	c, err := newCache(cfg, log)
+	c, err = newCache(cfg, log)
 	require.NoError(t, err)
 	assert.Nil(t, c, "internal: memory only")
 }

@@ -36,7 +36,10 @@ import (
 
 	"github.com/miekg/dns"
 
+	"github.com/redis/go-redis/v9"
+
 	"github.com/seedc2a895ea/mtasts"
+	"github.com/seedc2a895ea/mtasts/rediscache"
 )
 
 const defaultConfig = "/etc/mta-sts-daemon.yml"
@@ -260,7 +263,17 @@ func newCache(cfg *Config, log *slog.Logger) (mtasts.Cache, error) {
 			"sqlite_file", cfg.CacheFile, "directory", dir)
 		return mtasts.DirCache(dir), nil
 	case "redis":
-		return nil, errors.New("cache type redis is not available in this build of postfix-policyd; use internal or sqlite")
+		opt, err := redis.ParseURL(cfg.RedisURL)
+		if err != nil {
+			return nil, fmt.Errorf("cache.options.url: %w", err)
+		}
+		if cfg.RedisPool > 0 {
+			opt.PoolSize = cfg.RedisPool
+		}
+		log.Info("cache type redis: policies, fetch leases and refreshes shared with every daemon on this Redis; "+
+			"keys under "+rediscache.DefaultPrefix+", so entries that postfix-mta-sts-resolver wrote are not read",
+			"addr", opt.Addr, "db", opt.DB)
+		return rediscache.New(redis.NewClient(opt), nil), nil
 	}
 	return nil, fmt.Errorf("cache type %q unknown", cfg.CacheType)
 }
