@@ -24,3 +24,12 @@ done
 # examples/sender is a module of its own: its tests need an SMTP server package
 # that the library does not depend on.
 (cd examples/sender && go vet ./... && go test -race -count=1 ./...)
+
+# rediscache is a module of its own (the Redis client); its tests start
+# redis-server on loopback.
+(cd rediscache && go vet ./... && go test -race -count=1 ./...)
+
+# examples/postfix-policyd is a module of its own (Prometheus client, YAML);
+# its tests drive a real postmap against the daemon.
+(cd examples/postfix-policyd && go vet ./... && go test -race -count=1 ./... &&
+	go test -run '^$' -fuzz '^FuzzRequest$' -fuzztime "$fuzztime" .)
