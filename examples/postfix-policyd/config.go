@@ -30,16 +30,19 @@ type Config struct {
 	RefreshInt  time.Duration // proactive_policy_fetching.interval
 	RefreshConc int           // proactive_policy_fetching.concurrency_limit
 
-	CacheType  string // internal, sqlite or redis
-	CacheSize  int    // internal: cache_size; 0 for the library's default
-	CacheFile  string // sqlite: filename
-	RedisURL   string // redis: url
-	RedisPool  int    // redis: max_connections; 0 for the client's default
-	DefaultZ   Zone
-	Zones      map[string]*Zone
-	DANE       bool     // check for DANE before MTA-STS (ours; default true)
-	Nameserver []string // DNS servers, "host:port" (ours; default: /etc/resolv.conf)
-	Metrics    string   // HTTP listener for /metrics, /healthz, /inspect, /purge (ours)
+	CacheType string // internal, sqlite or redis
+	CacheSize int    // internal: cache_size; 0 for the library's default
+	CacheFile string // sqlite: filename
+	RedisURL  string // redis: url
+	RedisPool int    // redis: max_connections; 0 for the client's default
+	// redis: socket_timeout and socket_connect_timeout, for the client's
+	// reads and writes and its dials; 0 for the client's defaults.
+	RedisIOTimeout, RedisDialTimeout time.Duration
+	DefaultZ                         Zone
+	Zones                            map[string]*Zone
+	DANE                             bool     // check for DANE before MTA-STS (ours; default true)
+	Nameserver                       []string // DNS servers, "host:port" (ours; default: /etc/resolv.conf)
+	Metrics                          string   // HTTP listener for /metrics, /healthz, /inspect, /purge (ours)
 }
 
 // Zone is the per-socketmap-name configuration: "postfix" in
@@ -276,10 +279,15 @@ func (p *cfgParser) config(root section) *Config {
 	case "redis":
 		c.RedisURL = p.str(&opts, "url", "redis://localhost")
 		c.RedisPool = p.integer(&opts, "max_connections", 0)
+		c.RedisIOTimeout = p.seconds(&opts, "socket_timeout", 0)
+		c.RedisDialTimeout = p.seconds(&opts, "socket_connect_timeout", 0)
 		for k := range opts.m {
-			if k != "url" && k != "max_connections" {
+			switch k {
+			case "url", "max_connections", "socket_timeout", "socket_connect_timeout":
+			default:
 				opts.get(k)
-				p.warnings = append(p.warnings, "cache.options."+k+": not used by the redis cache (url and max_connections are)")
+				p.warnings = append(p.warnings, "cache.options."+k+
+					": not used by the redis cache (url, max_connections, socket_timeout and socket_connect_timeout are)")
 			}
 		}
 	default:

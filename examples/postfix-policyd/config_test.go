@@ -123,10 +123,14 @@ func TestConfigWarnsAndRefuses(t *testing.T) {
 
 func TestNewCache(t *testing.T) {
 	log := testLogger(t)
-	cfg, warnings, err := parseConfig([]byte("cache:\n  type: redis\n  options:\n    url: redis://127.0.0.1/0\n    max_connections: 25\n    socket_timeout: 3\n"))
+	cfg, warnings, err := parseConfig([]byte("cache:\n  type: redis\n  options:\n    url: redis://127.0.0.1/0\n" +
+		"    max_connections: 25\n    socket_timeout: 1.5\n    socket_connect_timeout: 2\n    health_check_interval: 3\n"))
 	require.NoError(t, err)
-	assert.Equal(t, []string{"cache.options.socket_timeout: not used by the redis cache (url and max_connections are)"}, warnings)
+	assert.Equal(t, []string{"cache.options.health_check_interval: not used by the redis cache " +
+		"(url, max_connections, socket_timeout and socket_connect_timeout are)"}, warnings)
 	assert.Equal(t, 25, cfg.RedisPool)
+	assert.Equal(t, 1500*time.Millisecond, cfg.RedisIOTimeout)
+	assert.Equal(t, 2*time.Second, cfg.RedisDialTimeout)
 	c, err := newCache(cfg, log)
 	require.NoError(t, err)
 	assert.IsType(t, &rediscache.Cache{}, c)

@@ -270,6 +270,14 @@ func newCache(cfg *Config, log *slog.Logger) (mtasts.Cache, error) {
 		if cfg.RedisPool > 0 {
 			opt.PoolSize = cfg.RedisPool
 		}
+		if cfg.RedisIOTimeout > 0 {
+			opt.ReadTimeout, opt.WriteTimeout = cfg.RedisIOTimeout, cfg.RedisIOTimeout
+		}
+		if cfg.RedisDialTimeout > 0 {
+			opt.DialTimeout = cfg.RedisDialTimeout
+		}
+		// Whatever these say, no request waits on Redis for more than
+		// rediscache.DefaultTimeout: past it, the daemon answers without Redis.
 		log.Info("cache type redis: policies, fetch leases and refreshes shared with every daemon on this Redis; "+
 			"keys under "+rediscache.DefaultPrefix+", so entries that postfix-mta-sts-resolver wrote are not read",
 			"addr", opt.Addr, "db", opt.DB)
