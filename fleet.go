@@ -21,7 +21,8 @@ import (
 // about once per RefreshInterval by the fleet.
 //
 // Lease names are made of a policy domain and a record id, as
-// "example.com/20240101"; an implementation keeps them apart from Cache keys.
+// "example.com/20240101", except "list", which Run takes for an hour before
+// it lists the Cache; an implementation keeps them apart from Cache keys.
 // A lease ends by Release or when its time runs out, so that one whose holder
 // died is freed without help. Implementations must be safe for concurrent
 // use, and should give up on a store that does not answer well within a

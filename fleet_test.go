@@ -234,3 +234,29 @@ func TestFleetWritesBackEvicted(t *testing.T) {
 		return n == 51
 	}, 10*time.Second, 10*time.Millisecond)
 }
+
+// The fleet lists the shared store once an hour, not each member: the
+// policies only the store holds are refreshed by the member that lists it.
+func TestFleetListsOnce(t *testing.T) {
+	t.Parallel()
+	w := newWorld(t)
+	w.Publish("fabrikam.com", "1", fabrikam30Days)
+	shared := &mtaststest.SharedCache{}
+	mustPolicy(t, w.fleet(1, shared)[0], "fabrikam.com")
+
+	rs := w.fleet(3, shared) // started after it was learned: memory empty
+	w.clock.Advance(24 * time.Hour)
+	ctx := context.Background()
+	for _, r := range rs {
+		mtasts.RefreshOnce(ctx, r)
+	}
+	assert.Equal(t, 2, w.PolicyFetches(), "refreshed once")
+	assert.Equal(t, 1, shared.Listings(), "listed once")
+	var holders int
+	for _, r := range rs {
+		if ce, ok, err := r.Inspect(ctx, "fabrikam.com"); assert.NoError(t, err) && assert.True(t, ok) && ce.InMemory {
+			holders++
+		}
+	}
+	assert.Equal(t, 1, holders, "the member that listed the store refreshed what it holds")
+}

@@ -50,6 +50,11 @@ func (r *Resolver) Run(ctx context.Context) error {
 const (
 	// refreshListEvery is how often Run lists a CacheLister.
 	refreshListEvery = time.Hour
+	// listLease is the lease a Resolver takes on a CacheLeaser to list it,
+	// and keeps until it runs out, so that the fleet lists it once per
+	// refreshListEvery. No lease on a domain's policy has a name without a
+	// slash.
+	listLease = "list"
 	// refreshScanMax and refreshScanMin bound the wait between two looks at
 	// what is due.
 	refreshScanMax = time.Minute
@@ -122,9 +127,19 @@ func (rf *refresher) scanMemory(ctx context.Context) time.Duration {
 }
 
 // scanCache starts the refreshes due among the policies that only Cache
-// holds, and deletes the expired ones.
+// holds, and deletes the expired ones. If Cache is a CacheLeaser, it lists
+// only if no Resolver sharing it did within refreshListEvery: one member of a
+// fleet lists the shared store each hour, not every member (each refreshes
+// the policies in its own memory).
 func (rf *refresher) scanCache(ctx context.Context, lister CacheLister) {
 	r := rf.r
+	if l, ok := lister.(CacheLeaser); ok {
+		token, _, err := l.Lease(ctx, listLease, refreshListEvery-refreshScanMax)
+		if err == nil && token == "" {
+			return // listed by another lately
+		}
+		// On an error, list all the same: the listing reports what fails.
+	}
 	m := r.memCache()
 	for key, err := range lister.Keys(ctx) {
 		if err != nil {

@@ -25,6 +25,7 @@ type SharedCache struct {
 	leases map[string]lease
 	down   error
 	ops    int
+	lists  int
 }
 
 type lease struct {
@@ -47,6 +48,13 @@ func (c *SharedCache) Ops() int {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return c.ops
+}
+
+// Listings returns how many times Keys has been called.
+func (c *SharedCache) Listings() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.lists
 }
 
 // begin locks c and counts a call, returning the error it fails with, if any.
@@ -99,6 +107,7 @@ func (c *SharedCache) Delete(ctx context.Context, key string) error {
 func (c *SharedCache) Keys(ctx context.Context) iter.Seq2[string, error] {
 	return func(yield func(string, error) bool) {
 		err := c.begin(ctx)
+		c.lists++
 		keys := slices.Sorted(maps.Keys(c.data))
 		c.mu.Unlock()
 		if err != nil {
