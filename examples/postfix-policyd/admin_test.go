@@ -43,6 +43,7 @@ func TestAdmin(t *testing.T) {
 		`mtasts_policyd_replies_total{reply="notfound"} 1`,
 		`mtasts_policyd_replies_total{reply="temp"} 0`,
 		"mtasts_fetches_total 1",
+		"mtasts_shared_total 0",
 		"mtasts_policies 1",
 		"mtasts_entries 2",
 		"mtasts_policyd_connections_accepted_total 2",
