@@ -51,7 +51,8 @@ var cancelled = func() context.Context {
 // "[example.com]:25", "example.com:25", in any case, in U-labels or
 // A-labels. bracketed is true for "[host]" forms, which Postfix delivers to
 // without an MX lookup. ok is false for address literals and parent-domain
-// keys (".example.com"), which have no policy.
+// keys (".example.com"), which have no policy, and for names with an empty
+// label ("example..com", "example.com..").
 func parseKey(key string) (domain string, bracketed, ok bool) {
 	key = strings.TrimSpace(key)
 	if isAddr(key) {
@@ -67,7 +68,8 @@ func parseKey(key string) (domain string, bracketed, ok bool) {
 		key = key[:i]
 	}
 	key = strings.TrimSuffix(strings.ToLower(strings.TrimSpace(key)), ".")
-	if key == "" || key[0] == '.' || strings.ContainsAny(key, "[] \t/\\") || isAddr(key) || strings.HasPrefix(key, "ipv6:") {
+	if key == "" || key[0] == '.' || key[len(key)-1] == '.' || strings.Contains(key, "..") ||
+		strings.ContainsAny(key, "[] \t/\\") || isAddr(key) || strings.HasPrefix(key, "ipv6:") {
 		return "", false, false
 	}
 	return key, bracketed, true
