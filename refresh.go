@@ -22,8 +22,9 @@ import (
 // of up to a tenth of the interval, and at most RefreshConcurrency run at
 // once. If Cache is a CacheLister, Run also lists it, when it starts and then
 // hourly, so that the policies only Cache holds (those learned before a
-// restart, or that left memory) are refreshed too, and expired ones deleted.
-// A policy that Cache failed to take is written again at each look at memory,
+// restart, or that left memory) are refreshed too, and expired ones deleted;
+// if Cache is a CacheLeaser shared by a fleet, one member lists it each hour,
+// and the others skip the listing. A policy that Cache failed to take is written again at each look at memory,
 // at least every minute, until Cache takes it.
 //
 // Run returns nil once ctx is done. Refreshes under way then finish within
