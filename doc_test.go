@@ -41,6 +41,14 @@ func TestPackageDocListsReasonCodes(t *testing.T) {
 	require.NoError(t, err)
 	values := map[string]string{} // ResultType constants by name
 	returned := map[string]bool{}
+	pair := func(typ, reason ast.Expr) {
+		id, ok1 := typ.(*ast.Ident)
+		lit, ok2 := reason.(*ast.BasicLit)
+		if ok1 && ok2 && strings.HasPrefix(id.Name, "Result") {
+			reason, _ := strconv.Unquote(lit.Value)
+			returned[id.Name+" "+reason] = true
+		}
+	}
 	ast.Inspect(src, func(n ast.Node) bool {
 		switch n := n.(type) {
 		case *ast.ValueSpec:
@@ -49,15 +57,13 @@ func TestPackageDocListsReasonCodes(t *testing.T) {
 					values[n.Names[0].Name], _ = strconv.Unquote(lit.Value)
 				}
 			}
-		case *ast.ReturnStmt:
-			if len(n.Results) < 2 {
-				break
+		case *ast.ReturnStmt: // return ResultX, "reason"
+			if len(n.Results) >= 2 {
+				pair(n.Results[0], n.Results[1])
 			}
-			id, ok1 := n.Results[0].(*ast.Ident)
-			lit, ok2 := n.Results[1].(*ast.BasicLit)
-			if ok1 && ok2 && strings.HasPrefix(id.Name, "Result") {
-				reason, _ := strconv.Unquote(lit.Value)
-				returned[id.Name+" "+reason] = true
+		case *ast.CompositeLit: // {ErrX, ResultX, "reason"} in policyReasons
+			if len(n.Elts) == 3 {
+				pair(n.Elts[1], n.Elts[2])
 			}
 		}
 		return true

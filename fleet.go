@@ -270,13 +270,10 @@ func (e *sharedFailure) Is(target error) bool {
 	case ErrWebPKI:
 		return e.result == ResultSTSWebPKIInvalid
 	}
-	reason, ok := reasonErrs[target]
-	return ok && reason == e.reason
-}
-
-// reasonErrs are the errors that a failure of each reason code wraps.
-var reasonErrs = map[error]string{
-	ErrRedirect: "http-redirect", ErrHTTPStatus: "http-status", ErrMediaType: "media-type",
-	ErrPolicyTooLarge: "policy-too-large", ErrFetchTimeout: "timeout",
-	ErrDNSTemporary: "dns-failure", ErrInvalidPolicy: "policy-syntax",
+	for _, pr := range policyReasons {
+		if pr.err == target {
+			return pr.reason == e.reason
+		}
+	}
+	return false
 }

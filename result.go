@@ -64,6 +64,26 @@ func (e *starttlsRefusedError) Error() string {
 
 func (e *starttlsRefusedError) Unwrap() []error { return []error{ErrNoSTARTTLS, e.reply} }
 
+// policyReasons are the failures of policy discovery and fetch, other than
+// the policy host's certificate, in the order Classify tries them: the first
+// error that an error wraps gives its result type and reason code.
+var policyReasons = []struct {
+	err    error
+	typ    ResultType
+	reason string
+}{
+	{ErrRedirect, ResultSTSPolicyFetchError, "http-redirect"},
+	{ErrHTTPStatus, ResultSTSPolicyFetchError, "http-status"},
+	{ErrMediaType, ResultSTSPolicyFetchError, "media-type"},
+	{ErrPolicyTooLarge, ResultSTSPolicyFetchError, "policy-too-large"},
+	{ErrFetchTimeout, ResultSTSPolicyFetchError, "timeout"},
+	{ErrPolicyFetch, ResultSTSPolicyFetchError, "fetch-failed"},
+	{ErrDNSTemporary, ResultSTSPolicyFetchError, "dns-failure"},
+	{ErrInvalidPolicy, ResultSTSPolicyInvalid, "policy-syntax"},
+	{ErrMultipleRecords, ResultSTSPolicyInvalid, "multiple-records"},
+	{ErrInvalidRecord, ResultSTSPolicyInvalid, "record-syntax"},
+}
+
 // Classify turns an error from this package, from crypto/tls or from
 // crypto/x509 into the RFC 8460 result type to report and a short failure
 // reason code (for the report's failure-reason-code). It looks through
@@ -101,27 +121,13 @@ func Classify(err error) (ResultType, string) {
 	case errors.Is(err, ErrWebPKI):
 		_, reason, _ := certResult(err)
 		return ResultSTSWebPKIInvalid, reason
-	case errors.Is(err, ErrRedirect):
-		return ResultSTSPolicyFetchError, "http-redirect"
-	case errors.Is(err, ErrHTTPStatus):
-		return ResultSTSPolicyFetchError, "http-status"
-	case errors.Is(err, ErrMediaType):
-		return ResultSTSPolicyFetchError, "media-type"
-	case errors.Is(err, ErrPolicyTooLarge):
-		return ResultSTSPolicyFetchError, "policy-too-large"
-	case errors.Is(err, ErrFetchTimeout):
-		return ResultSTSPolicyFetchError, "timeout"
-	case errors.Is(err, ErrPolicyFetch):
-		return ResultSTSPolicyFetchError, "fetch-failed"
-	case errors.Is(err, ErrDNSTemporary):
-		return ResultSTSPolicyFetchError, "dns-failure"
-	case errors.Is(err, ErrInvalidPolicy):
-		return ResultSTSPolicyInvalid, "policy-syntax"
-	case errors.Is(err, ErrMultipleRecords):
-		return ResultSTSPolicyInvalid, "multiple-records"
-	case errors.Is(err, ErrInvalidRecord):
-		return ResultSTSPolicyInvalid, "record-syntax"
-
+	}
+	for _, pr := range policyReasons {
+		if errors.Is(err, pr.err) {
+			return pr.typ, pr.reason
+		}
+	}
+	switch {
 	// Delivery to an MX host.
 	case errors.Is(err, ErrMXNotAllowed):
 		return ResultValidationFailure, "mx-not-allowed"
