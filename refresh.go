@@ -24,8 +24,9 @@ import (
 // hourly, so that the policies only Cache holds (those learned before a
 // restart, or that left memory) are refreshed too, and expired ones deleted;
 // if Cache is a CacheLeaser shared by a fleet, one member lists it each hour,
-// and the others skip the listing. A policy that Cache failed to take is written again at each look at memory,
-// at least every minute, until Cache takes it.
+// and the others skip the listing. A policy that Cache failed to take is
+// written again at each look at memory, at least every minute, until Cache
+// takes it.
 //
 // Run returns nil once ctx is done. Refreshes under way then finish within
 // DNSTimeout and FetchTimeout, and are recorded as any lookup is. Run one Run
